@@ -1,0 +1,1 @@
+"""The `bilancio-pipeline` command line."""

@@ -1,0 +1,1 @@
+"""Where simulations run: a local process pool (default) or Modal, behind one interface."""
