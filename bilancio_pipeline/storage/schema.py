@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -32,7 +33,8 @@ metadata = MetaData()
 # Lists are float8[]/int[] in Postgres (as the original design had them) and JSON in SQLite.
 FloatList = JSON().with_variant(postgresql.ARRAY(Float), "postgresql")
 IntList = JSON().with_variant(postgresql.ARRAY(BigInteger), "postgresql")
-Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+# none_as_null: Python None is SQL NULL (what `is null` filters expect), not the JSON value null.
+Json = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 Timestamp = DateTime(timezone=True)
 
 
@@ -57,7 +59,7 @@ jobs = Table(
     Column("seeds", IntList, nullable=False),
     Column("cash_accounting", Text, nullable=False, server_default="conserving"),
     Column("executor", Text, nullable=False, server_default="local"),
-    Column("cloud", Boolean, nullable=False, server_default="false"),
+    Column("cloud", Boolean, nullable=False, server_default=false()),  # "false" would be a string in SQLite
     Column("spec", Json, nullable=False),  # the full sweep spec, enough to reproduce the sweep
     Column("provenance", Json),
     Column("total_runs", Integer, nullable=False, server_default="0"),

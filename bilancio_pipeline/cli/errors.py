@@ -1,0 +1,96 @@
+"""Turn every failure of a query command into one clear `Error: …` line and exit code 1.
+
+Usage errors (bad flags) stay click's own: a usage line and exit code 2. A traceback is shown
+only when BILANCIO_DEBUG is set, for whoever debugs the tool itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from bilancio_pipeline.storage.artifacts.base import ArtifactError
+from bilancio_pipeline.storage.base import NotFound, Store, StoreError
+
+# Environment variables whose values must never be echoed back.
+_SECRET_VARS = (
+    "BILANCIO_SUPABASE_KEY", "BILANCIO_SUPABASE_DB_URL", "BILANCIO_R2_SECRET_ACCESS_KEY",
+    "BILANCIO_R2_ACCESS_KEY_ID",
+)
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """The text without passwords in URLs or the values of secret environment variables."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    for name in _SECRET_VARS:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return text
+
+
+class CommandError(click.ClickException):
+    """Printed as `Error: <message>`; exit code 1."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
+
+
+def _describe(exc: BaseException) -> str:
+    from bilancio_pipeline.storage.filters import FilterError
+
+    if isinstance(exc, NotFound):
+        return str(exc)
+    if isinstance(exc, StoreError):
+        return f"the results store failed: {exc}"
+    if isinstance(exc, FilterError):
+        return f"bad --where expression: {exc}"
+    if isinstance(exc, ArtifactError):
+        return f"artifact storage failed: {exc}"
+    if isinstance(exc, (ValueError, TypeError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}{f': {exc.filename}' if getattr(exc, 'filename', None) else ''}"
+    name = type(exc).__module__.split(".")[0]
+    if name in ("sqlalchemy", "psycopg2", "httpx", "botocore", "boto3", "postgrest", "supabase"):
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"the backend cannot be reached or refused the request ({type(exc).__name__}): {first_line}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def friendly_errors(command):
+    """Decorator for a click callback: known failures become `Error: …` with exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # the one place a failure becomes a message, never a traceback
+            if os.environ.get("BILANCIO_DEBUG"):
+                raise
+            raise CommandError(_describe(exc)) from None
+
+    return wrapper
+
+
+@contextmanager
+def open_store() -> Iterator[Store]:
+    """The store the environment names (SQLite by default), closed afterwards."""
+    from bilancio_pipeline.storage.config import store_from_env
+
+    store = store_from_env()
+    try:
+        yield store
+    finally:
+        try:
+            store.close()
+        except Exception:  # closing must never hide the real outcome
+            pass

@@ -1,0 +1,163 @@
+"""`bilancio-pipeline jobs`: list sweeps and look into one.
+
+JSON output (stable keys):
+  jobs ls       [{job_id, status, sweep_type, description, created_at, started_at,
+                  completed_at, duration_s, total_runs, completed_runs, failed_runs}]
+  jobs get      {job: {every jobs column}, duration_s, run_counts: {status: n},
+                 events: [{event_type, timestamp, details}], job_metrics: {…} | null}
+  jobs runs     [{every run_results column: run_id, job_id, status, regime, parameters…, metrics…}]
+  jobs metrics  {job_id, job_metrics: {…} | null, computed: {…}, pairs: [{kappa, concentration,
+                 mu, outside_mid_ratio, seed, delta_passive, delta_active, trading_effect, …}]}
+"""
+
+from __future__ import annotations
+
+import click
+
+from bilancio_pipeline.cli import output
+from bilancio_pipeline.cli.errors import friendly_errors, open_store
+from bilancio_pipeline.cli.results import (
+    PAIR_COLUMNS,
+    duration_seconds,
+    human_duration,
+    require_job,
+    run_results,
+    trading_pairs,
+)
+from bilancio_pipeline.storage import schema
+from bilancio_pipeline.storage.schema import JOB_STATUSES, RUN_RESULTS_COLUMNS, RUN_STATUSES
+
+LS_COLUMNS = ("job_id", "status", "sweep_type", "description", "created_at", "started_at", "completed_at",
+              "duration_s", "total_runs", "completed_runs", "failed_runs")
+LS_TABLE = ("job_id", "status", "sweep_type", "created_at", "duration", "total_runs", "completed_runs", "failed_runs")
+LS_HEADERS = {"job_id": "JOB ID", "status": "STATUS", "sweep_type": "TYPE", "created_at": "CREATED",
+              "duration": "DURATION", "total_runs": "RUNS", "completed_runs": "DONE", "failed_runs": "FAILED"}
+
+RUNS_TABLE = ("run_id", "status", "regime", "kappa", "concentration", "mu", "outside_mid_ratio", "seed",
+              "delta_total", "phi_total", "trading_effect", "execution_time_ms")
+RUNS_HEADERS = {"concentration": "conc", "outside_mid_ratio": "rho", "execution_time_ms": "ms"}
+
+GET_KEYS = ("job_id", "status", "sweep_type", "description", "created_at", "started_at", "completed_at",
+            "duration", "error", "executor", "cloud", "n_agents", "maturity_days", "kappas", "concentrations",
+            "mus", "outside_mid_ratios", "seeds", "cash_accounting", "total_runs", "completed_runs",
+            "failed_runs", "notes")
+JOB_METRICS_KEYS = tuple(c.name for c in schema.job_metrics.c if c.name not in ("job_id", "raw_summary"))
+
+
+@click.group("jobs")
+def command():
+    """List sweeps (jobs) and show one job's spec, runs and metrics."""
+
+
+@command.command("ls")
+@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many jobs, newest first.")
+@output.format_option()
+@friendly_errors
+def ls(status, limit, fmt):
+    """List jobs, newest first."""
+    with open_store() as store:
+        jobs = store.list_jobs(status=status, limit=limit)
+    for job in jobs:
+        job["duration_s"] = duration_seconds(job)
+    if fmt != "table":
+        output.echo(output.render_rows(jobs, fmt, LS_COLUMNS))
+        return
+    if not jobs:
+        output.echo("No jobs found.")
+        return
+    for job in jobs:
+        job["duration"] = human_duration(job["duration_s"]) if job.get("status") != "pending" else "-"
+    output.echo(output.render_rows(jobs, "table", LS_TABLE, LS_HEADERS))
+    output.echo(f"\nTotal: {len(jobs)} job{'s' if len(jobs) != 1 else ''}")
+
+
+@command.command("get")
+@click.argument("job_id")
+@output.format_option()
+@friendly_errors
+def get(job_id, fmt):
+    """Show a job: its sweep spec, state, runs by status, events and job metrics."""
+    with open_store() as store:
+        job = require_job(store, job_id)
+        counts = store.run_counts(job_id)
+        events = store.list_events(job_id)
+        job_metrics = store.get_job_metrics(job_id)
+    if fmt == "json":
+        output.echo(output.to_json({
+            "job": job, "duration_s": duration_seconds(job), "run_counts": counts,
+            "events": [{k: e.get(k) for k in ("event_type", "timestamp", "details")} for e in events],
+            "job_metrics": job_metrics,
+        }))
+        return
+    if fmt == "csv":
+        output.echo(output.render_rows([{**job, "duration_s": duration_seconds(job)}], "csv",
+                                       [c.name for c in schema.jobs.c] + ["duration_s"]))
+        return
+    shown = {**job, "duration": human_duration(duration_seconds(job))}
+    output.echo(output.render_record(shown, "table", [k for k in GET_KEYS if shown.get(k) not in (None, "")]))
+    output.echo("\nRuns by status: " + (", ".join(f"{s} {n}" for s, n in _ordered(counts) if n) or "none"))
+    output.echo("\nEvents:")
+    output.echo(output.render_rows(events, "table", ("timestamp", "event_type", "details")) if events else "  none")
+    output.echo("\nJob metrics:")
+    if job_metrics:
+        output.echo(output.render_record(job_metrics, "table", JOB_METRICS_KEYS))
+    else:
+        output.echo("  not computed yet (see `jobs metrics` for the pairs computed from the runs)")
+
+
+def _ordered(counts):
+    return sorted(counts.items(), key=lambda kv: RUN_STATUSES.index(kv[0]) if kv[0] in RUN_STATUSES else 99)
+
+
+@command.command("runs")
+@click.argument("job_id")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this state.")
+@output.format_option()
+@friendly_errors
+def runs(job_id, status, fmt):
+    """List a job's runs with their parameters and main metrics, in grid order."""
+    with open_store() as store:
+        require_job(store, job_id)
+        rows = run_results(store, job_id, status=status)
+    if fmt != "table":
+        output.echo(output.render_rows(rows, fmt, RUN_RESULTS_COLUMNS))
+        return
+    if not rows:
+        output.echo("No runs found.")
+        return
+    output.echo(output.render_rows(rows, "table", RUNS_TABLE, RUNS_HEADERS))
+    output.echo(f"\nTotal: {len(rows)} run{'s' if len(rows) != 1 else ''}")
+
+
+@command.command("metrics")
+@click.argument("job_id")
+@output.format_option()
+@friendly_errors
+def metrics(job_id, fmt):
+    """Show a job's aggregate (job_metrics) and the trading effect of every passive/active pair."""
+    with open_store() as store:
+        require_job(store, job_id)
+        stored = store.get_job_metrics(job_id)
+        rows = run_results(store, job_id, status="completed")
+    computed, pairs = trading_pairs(rows)
+    if fmt == "json":
+        output.echo(output.to_json({"job_id": job_id, "job_metrics": stored, "computed": computed, "pairs": pairs}))
+        return
+    if fmt == "csv":
+        output.echo(output.render_rows(pairs, "csv", _pair_columns(pairs)))
+        return
+    n_runs = len(rows)
+    output.echo(f"Job {job_id}: {n_runs} completed run{'s' if n_runs != 1 else ''}, {len(pairs)} passive/active pairs")
+    summary = stored or computed
+    label = "job_metrics" if stored else "job_metrics not stored yet; computed from the runs"
+    output.echo(f"\n{label}:")
+    output.echo(output.render_record(summary, "table", [k for k in JOB_METRICS_KEYS if k in summary]))
+    if pairs:
+        output.echo("\nTrading effect per pair (delta_passive - delta_active; > 0: dealers reduced defaults):")
+        output.echo(output.render_rows(pairs, "table", PAIR_COLUMNS, RUNS_HEADERS))
+
+
+def _pair_columns(pairs):
+    extra = [k for k in (pairs[0] if pairs else {}) if k not in PAIR_COLUMNS]
+    return [*PAIR_COLUMNS, *extra]

@@ -1,0 +1,105 @@
+"""`bilancio-pipeline sweep balanced|ring ...`: launch a sweep through Dagster, in this process."""
+
+import sys
+
+import click
+
+SUMMARY_FIELDS = (
+    "n_pairs", "mean_trading_effect", "std_trading_effect", "min_trading_effect", "max_trading_effect",
+    "positive_effects", "negative_effects", "neutral_effects", "mean_delta_passive", "mean_delta_active",
+    "mean_phi_passive", "mean_phi_active", "mean_trading_effect_clean",
+)
+
+
+def _floats(ctx, param, value):
+    try:
+        return [float(v) for v in value.split(",") if v.strip()] if value else []
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+
+
+def _ints(ctx, param, value):
+    try:
+        return [int(v) for v in value.split(",") if v.strip()] if value else []
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+
+
+def sweep_options(fn):
+    options = [
+        click.option("--n-agents", type=int, default=50, show_default=True),
+        click.option("--maturity-days", type=int, default=10, show_default=True),
+        click.option("--kappas", callback=_floats, default="0.5,1", show_default=True),
+        click.option("--concentrations", callback=_floats, default="1", show_default=True),
+        click.option("--mus", callback=_floats, default="0.5", show_default=True),
+        click.option("--outside-mid-ratios", callback=_floats, default="1", show_default=True),
+        click.option("--seeds", callback=_ints, default="42", show_default=True),
+        click.option("--regime", type=click.Choice(["passive", "active"]), default="active", show_default=True,
+                     help="the regime of a ring sweep"),
+        click.option("--cash-accounting", type=click.Choice(["conserving", "bilancio_compat"]), default="conserving",
+                     show_default=True),
+        click.option("--description", default=""),
+        click.option("--job-id", default="", help="repeat a job id to resume that sweep"),
+        click.option("--executor", type=click.Choice(["local", "modal"]), default=None,
+                     help="default: BILANCIO_EXECUTOR, else local"),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="runs per Dagster run"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_and_report(sweep_type: str, options: dict) -> dict:
+    """Run the sweep with a progress line on stderr; print the job id and its job_metrics."""
+    import os
+
+    from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
+    from bilancio_pipeline.defs.instance import get_instance
+
+    instance = get_instance()
+    from bilancio_pipeline.definitions import build_definitions
+
+    defs = build_definitions()
+    batch_size = options.pop("batch_size", None)
+    executor = options.pop("executor", None) or os.environ.get("BILANCIO_EXECUTOR") or "local"
+    config = {"sweep_type": sweep_type, "executor": executor, **options}
+
+    def show(progress):
+        click.echo(f"\r{progress.job_id}: {progress.done}/{progress.total} runs done, {progress.failed} failed",
+                   err=True, nl=False)
+
+    try:
+        kwargs = {"batch_size": batch_size} if batch_size else {}
+        progress = run_sweep(defs, instance, config, on_progress=show, **kwargs)
+    except SweepFailed as exc:
+        click.echo("", err=True)
+        raise click.ClickException(str(exc)) from None
+    click.echo("", err=True)
+    store = defs.resources["store"].process_config_and_initialize().open()
+    try:
+        job = store.get_job(progress.job_id)
+        metrics = store.get_job_metrics(progress.job_id) or {}
+    finally:
+        store.close()
+    click.echo(f"job_id: {progress.job_id}")
+    click.echo(f"status: {job['status']}  runs: {progress.done}/{progress.total} done, {progress.failed} failed")
+    if job.get("error"):
+        click.echo(f"error: {job['error']}")
+    click.echo("job_metrics:")
+    for name in SUMMARY_FIELDS:
+        value = metrics.get(name)
+        click.echo(f"  {name:<26} {value:.6f}" if isinstance(value, float) else f"  {name:<26} {value}")
+    return {"job": job, "job_metrics": metrics, "progress": progress}
+
+
+@click.command("sweep")
+@click.argument("sweep_type", type=click.Choice(["balanced", "ring"]))
+@sweep_options
+def command(sweep_type, **options):
+    """Launch a sweep (or resume one with --job-id) and run it to its job_metrics.
+
+    Runs the same Dagster jobs and assets as the UI, in this process, against the configured
+    Dagster instance (DAGSTER_HOME, else <BILANCIO_HOME>/dagster) and store.
+    """
+    outcome = run_and_report(sweep_type, options)
+    sys.exit(1 if outcome["job"]["status"] == "failed" else 0)

@@ -1,0 +1,94 @@
+"""The default compute: a process pool on this machine.
+
+Workers come from a forkserver that has already imported the engine, so starting one costs
+milliseconds, and the pool is kept for the life of the process so a sweep's batches share it.
+A worker that dies (segfault, OOM kill) fails only the task it was running: the tasks the broken
+pool still owed are re-run one at a time, each in its own pool, to find the one that kills.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from bilancio_pipeline.compute.base import Compute, RunOutcome, RunTask
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pin_threads() -> None:
+    # One simulation per core: BLAS threads inside a worker would only fight each other.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def _context():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["bilancio_pipeline.compute.local", "bilancio_pipeline.engine.run"])
+    return ctx
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_pin_threads)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = _new_pool(workers)
+    return _POOLS[workers]
+
+
+def run_task(task: RunTask, artifacts_root: str | None) -> RunOutcome:
+    """Run one simulation in this process; any exception becomes a failed outcome."""
+    from bilancio_pipeline.engine import RunParams, run_simulation
+
+    out_dir = Path(artifacts_root) / task.run_id if artifacts_root else None
+    try:
+        result = run_simulation(RunParams.from_dict(task.params), out_dir=out_dir)
+    except Exception as exc:  # the run fails, the batch goes on
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return RunOutcome(run_id=task.run_id, ok=False, error=detail)
+    return RunOutcome(
+        run_id=task.run_id,
+        ok=True,
+        summary=result.summary,
+        day_metrics=result.day_metrics,
+        artifact_dir=str(out_dir) if out_dir else None,
+        artifacts=dict(result.artifacts),
+        wall_ms=result.wall_ms,
+    )
+
+
+class LocalCompute(Compute):
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+
+    def run_batch(self, tasks: Sequence[RunTask], artifacts_root: str | None) -> Iterator[RunOutcome]:
+        pending: dict[Future, RunTask] = {_pool(self.workers).submit(run_task, t, artifacts_root): t for t in tasks}
+        orphans: list[RunTask] = []
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    orphans.append(task)
+        if orphans:
+            _POOLS.pop(self.workers, None)  # the broken pool is unusable
+            yield from (self._isolated(t, artifacts_root) for t in orphans)
+
+    @staticmethod
+    def _isolated(task: RunTask, artifacts_root: str | None) -> RunOutcome:
+        with _new_pool(1) as pool:
+            try:
+                return pool.submit(run_task, task, artifacts_root).result()
+            except BrokenProcessPool:
+                return RunOutcome(run_id=task.run_id, ok=False, error="the worker process running this simulation died")

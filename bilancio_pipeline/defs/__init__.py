@@ -1,0 +1,1 @@
+"""Dagster definitions: partitions, resources, IO managers, assets, checks, sensors, jobs, schedules."""

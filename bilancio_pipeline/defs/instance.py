@@ -1,0 +1,52 @@
+"""The Dagster instance the UI, the daemon and the command line share.
+
+DAGSTER_HOME, if set, wins. Otherwise it is `<BILANCIO_HOME>/dagster`, created on first use with
+a dagster.yaml sized for a small machine: runs queue and start two at a time (one per core),
+the queue is checked every second, and sensors evaluate in threads so a sweep's batches are
+requested promptly. BILANCIO_DAGSTER_PG_URL puts the instance's own storage on PostgreSQL.
+"""
+
+import os
+from pathlib import Path
+
+import yaml
+
+from bilancio_pipeline.storage.config import bilancio_home
+
+
+def instance_config() -> dict:
+    cores = os.cpu_count() or 2
+    config = {
+        "concurrency": {"runs": {"max_concurrent_runs": int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS", cores))}},
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": 1},
+        },
+        "sensors": {"use_threads": True, "num_workers": 4},
+        "schedules": {"use_threads": True, "num_workers": 2},
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": 10},
+        "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
+    }
+    if os.environ.get("BILANCIO_DAGSTER_PG_URL"):
+        config["storage"] = {"postgres": {"postgres_url": {"env": "BILANCIO_DAGSTER_PG_URL"}}}
+    return config
+
+
+def ensure_dagster_home() -> Path:
+    """Point DAGSTER_HOME at a folder with our dagster.yaml (kept if the user wrote their own)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or bilancio_home() / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config_file = home / "dagster.yaml"
+    if not config_file.exists():
+        config_file.write_text(yaml.safe_dump(instance_config(), sort_keys=False))
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def get_instance():
+    from dagster import DagsterInstance
+
+    ensure_dagster_home()
+    return DagsterInstance.get()

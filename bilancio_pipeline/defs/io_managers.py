@@ -1,0 +1,103 @@
+"""The Supabase IO manager: asset outputs become rows of their table, in whichever backend the
+`store` resource names (SQLite, Postgres/Supabase by connection string, or Supabase REST).
+
+An asset declares its table with `metadata={"table": "metrics"}`. An output is a DataFrame or a
+list of row dicts, one row per partition key, keyed by the table's key column. All the rows of
+a partition range go out in one bulk upsert, so re-materializing a partition replaces its row
+and writing twice changes nothing. Loading an input reads exactly the rows of the partitions
+asked for, as a DataFrame.
+"""
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pandas as pd
+
+from bilancio_pipeline.defs.partitions import job_id_of
+from bilancio_pipeline.defs.resources import StoreResource
+from bilancio_pipeline.storage.base import Row, Store
+from bilancio_pipeline.storage.schema import CONFLICT_KEYS, TABLES
+
+_WRITERS = {
+    "runs": Store.upsert_runs,
+    "metrics": Store.upsert_metrics,
+    "job_metrics": lambda store, rows: [store.save_job_metrics(r) for r in rows],
+}
+
+
+def to_rows(obj: pd.DataFrame | Sequence[Row]) -> list[Row]:
+    if isinstance(obj, pd.DataFrame):
+        frame = obj.astype(object).where(obj.notna(), None)
+        return frame.to_dict(orient="records")
+    return [dict(r) for r in obj]
+
+
+def write_rows(store: Store, table: str, rows: Sequence[Row]) -> None:
+    """The one write path for asset outputs: a bulk upsert on the table's key."""
+    if table not in _WRITERS:
+        raise ValueError(f"the IO manager cannot write table {table!r}; it writes {sorted(_WRITERS)}")
+    unknown = {c for r in rows for c in r} - set(TABLES[table].columns.keys())
+    if unknown:
+        raise ValueError(f"rows for table {table!r} have columns the schema does not: {sorted(unknown)}")
+    if rows:
+        _WRITERS[table](store, list(rows))
+
+
+def read_rows(store: Store, table: str, keys: Sequence[str]) -> list[Row]:
+    """The rows of these partition keys (run ids for runs/metrics, job ids for job_metrics)."""
+    if table == "metrics":
+        return store.get_metrics(keys)
+    if table == "runs":
+        by_job: dict[str, list[str]] = {}
+        for key in keys:
+            by_job.setdefault(job_id_of(key), []).append(key)
+        return [row for job, ids in by_job.items() for row in store.list_runs(job, run_ids=ids)]
+    if table == "job_metrics":
+        return [row for key in keys if (row := store.get_job_metrics(key)) is not None]
+    raise ValueError(f"the IO manager cannot read table {table!r}")
+
+
+def _table(metadata: dict | None, asset_key: dg.AssetKey) -> str:
+    table = (metadata or {}).get("table") or asset_key.path[-1]
+    if table not in TABLES:
+        raise ValueError(f"asset {asset_key.to_user_string()} names table {table!r}, which is not one of {sorted(TABLES)}")
+    return table
+
+
+class SupabaseIOManager(dg.ConfigurableIOManager):
+    store: dg.ResourceDependency[StoreResource]
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if obj is None:
+            return
+        table = _table(context.definition_metadata, context.asset_key)
+        rows = to_rows(obj)
+        if context.has_asset_partitions:
+            key = CONFLICT_KEYS[table][0]
+            expected = set(context.asset_partition_keys)
+            stray = {str(r.get(key)) for r in rows} - expected
+            if stray:
+                raise ValueError(f"{table} rows {sorted(stray)[:5]} are not partitions of this output")
+        store = self.store.open()
+        try:
+            write_rows(store, table, rows)
+        finally:
+            store.close()
+        context.add_output_metadata({
+            "table": table,
+            "backend": store.backend,
+            "dagster/row_count": len(rows),
+        })
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        table = _table(upstream.definition_metadata if upstream else None, context.asset_key)
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        if not keys:
+            raise ValueError(f"loading {table} needs the partitions to read; this input has none")
+        store = self.store.open()
+        try:
+            rows = read_rows(store, table, keys)
+        finally:
+            store.close()
+        return pd.DataFrame(rows, columns=list(TABLES[table].columns.keys()))

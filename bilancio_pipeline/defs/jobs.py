@@ -1,0 +1,74 @@
+"""Jobs: launch a sweep from the Launchpad form, run a batch of its runs, aggregate it."""
+
+import os
+
+import dagster as dg
+
+from bilancio_pipeline.defs.assets import job_metrics, simulate_runs
+from bilancio_pipeline.defs.config import SweepConfig
+from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
+from bilancio_pipeline.defs.resources import StoreResource
+from bilancio_pipeline.sweeps.lifecycle import register_sweep
+from bilancio_pipeline.sweeps.spec import DEFAULT_MAX_RUNS, SpecError, expand, validate
+
+JOB_ID_TAG = "bilancio/job_id"
+LAUNCHED_BY_TAG = "bilancio/launched_by"  # "cli" when the command line drives the batches itself
+
+
+def max_runs() -> int:
+    return int(os.environ.get("BILANCIO_MAX_RUNS", DEFAULT_MAX_RUNS))
+
+
+@dg.op(description="Validate the sweep spec, register the sweep and its runs, add their partitions.")
+def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: StoreResource) -> str:
+    try:
+        spec = validate(config.to_spec(), max_runs=max_runs())
+    except SpecError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    planned = expand(spec)
+    db = store.open()
+    try:
+        todo = register_sweep(db, spec, planned)
+    finally:
+        db.close()
+    instance = context.instance
+    if not instance.has_dynamic_partition(sweeps_partitions.name, spec.job_id):
+        instance.add_dynamic_partitions(sweeps_partitions.name, [spec.job_id])
+    known = set(instance.get_dynamic_partitions(runs_partitions.name))
+    instance.add_dynamic_partitions(runs_partitions.name, [p.run_id for p in planned if p.run_id not in known])
+    instance.add_run_tags(context.run_id, {JOB_ID_TAG: spec.job_id})
+    context.add_output_metadata({"job_id": spec.job_id, "total_runs": len(planned), "runs_to_run": len(todo)})
+    context.log.info(f"sweep {spec.job_id}: {len(planned)} runs, {len(todo)} to run")
+    return spec.job_id
+
+
+@dg.job(description="Launch a sweep: fill in the form, and its runs are materialized in batches.")
+def launch_sweep_job():
+    launch_sweep()
+
+
+sweep_batch_job = dg.define_asset_job(
+    "sweep_batch_job",
+    selection=dg.AssetSelection.assets(simulate_runs),
+    partitions_def=runs_partitions,
+    executor_def=dg.in_process_executor,  # one step per batch: a subprocess would only add start-up
+    description="Simulate a range of `runs` partitions (one batch of a sweep).",
+)
+
+job_metrics_job = dg.define_asset_job(
+    "job_metrics_job",
+    selection=dg.AssetSelection.assets(job_metrics),
+    partitions_def=sweeps_partitions,
+    executor_def=dg.in_process_executor,
+    description="Aggregate a finished sweep into job_metrics and its report.",
+)
+
+
+def batches(run_ids: list[str], size: int) -> list[tuple[str, str, int]]:
+    """Contiguous (first, last, count) ranges of at most `size` runs, in partition order."""
+    return [(run_ids[i], run_ids[min(i + size, len(run_ids)) - 1], len(run_ids[i:i + size]))
+            for i in range(0, len(run_ids), size)]
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}

@@ -1,0 +1,366 @@
+"""Write one run's artifacts (MODEL.md section 6) into a folder, and read them back.
+
+Writing is on the hot path of every sweep run (a few milliseconds for a passive run at
+n_agents 50), so every file is built in memory with orjson, a small YAML writer or the csv module and
+written with a single call; no template engine or plotting library is involved.
+
+Reading is for verifying and reloading runs later: every reader raises `ArtifactCorrupt`,
+whose message names the file and, where it applies, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from bilancio_pipeline.engine import plain_yaml
+from bilancio_pipeline.engine.output import SimulationOutput
+from bilancio_pipeline.engine.run_report import render_metrics_html, render_run_html
+
+# artifact name -> path relative to the run folder (names as the original system's results use)
+ARTIFACT_PATHS = {
+    "scenario_yaml": "scenario.yaml",
+    "events_jsonl": "out/events.jsonl",
+    "balances_csv": "out/balances.csv",
+    "metrics_csv": "out/metrics.csv",
+    "metrics_json": "out/metrics.json",
+    "debtor_shares_csv": "out/debtor_shares.csv",
+    "intraday_csv": "out/intraday.csv",
+    "dealer_metrics_json": "out/dealer_metrics.json",
+    "metrics_html": "out/metrics.html",
+    "run_html": "run.html",
+}
+
+BALANCE_COLUMNS = (
+    "agent_id",
+    "agent_kind",
+    "agent_name",
+    "amount",
+    "assets_cash",
+    "assets_payable",
+    "item_name",
+    "item_type",
+    "liabilities_cash",
+    "liabilities_payable",
+    "net_financial",
+    "total_financial_assets",
+    "total_financial_liabilities",
+    "total_inventory_value",
+    "total_nonfinancial_value",
+)
+
+# sorted() order, which is how the columns of metrics.csv are laid out
+DAY_METRIC_COLUMNS = tuple(
+    sorted(
+        (
+            "G_t",
+            "HHIplus_t",
+            "M_t",
+            "Mbar_t",
+            "Mpeak_t",
+            "S_t",
+            "alpha_t",
+            "day",
+            "delta_t",
+            "gross_settled_t",
+            "n_creditors",
+            "n_debtors",
+            "notes",
+            "phi_t",
+            "v_t",
+        )
+    )
+)
+
+DEBTOR_SHARE_COLUMNS = ("DS_t", "agent", "day")
+INTRADAY_COLUMNS = ("P_prefix", "amount", "day", "payee", "payer", "step")
+
+EVENT_REQUIRED_KEYS = ("kind", "day", "phase")
+
+_JSON_FLAGS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_JSON_DOC = orjson.OPT_INDENT_2 | _JSON_FLAGS
+
+
+class ArtifactCorrupt(ValueError):
+    """An artifact is missing, truncated or malformed; the message names the file and line."""
+
+    def __init__(self, file: str, problem: str, line: int | None = None):
+        self.file = file
+        self.line = line
+        self.problem = problem
+        where = f"{file}, line {line}" if line is not None else file
+        super().__init__(f"corrupt artifact {where}: {problem}")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def write_artifacts(output: SimulationOutput, out_dir: Path) -> dict[str, str]:
+    """Write every artifact of one run under out_dir; returns {artifact name: relative path}.
+
+    A day row may carry helper lists under keys starting with "_" (`_debtor_shares`,
+    `_intraday`); they go to their own CSV files, not into metrics.csv/json."""
+    out_dir = Path(out_dir)
+    (out_dir / "out").mkdir(parents=True, exist_ok=True)
+    days = public_day_rows(output.day_metrics)
+    debtor_shares = [share for row in output.day_metrics for share in row.get("_debtor_shares", ())]
+    intraday = [step for row in output.day_metrics for step in row.get("_intraday", ())]
+    contents = {
+        "scenario_yaml": scenario_yaml(output),
+        "events_jsonl": events_jsonl(output.events),
+        "balances_csv": csv_text(output.balances, BALANCE_COLUMNS),
+        "metrics_csv": csv_text(days, day_metric_columns(days)),
+        "metrics_json": orjson.dumps(days, default=_json_default, option=_JSON_DOC),
+        "debtor_shares_csv": csv_text(debtor_shares, DEBTOR_SHARE_COLUMNS),
+        "intraday_csv": csv_text(intraday, INTRADAY_COLUMNS),
+        "dealer_metrics_json": orjson.dumps(output.dealer_metrics, default=_json_default, option=_JSON_DOC),
+        "metrics_html": render_metrics_html(output, days, debtor_shares, intraday),
+        "run_html": render_run_html(output, days),
+    }
+    for name, data in contents.items():
+        path = out_dir / ARTIFACT_PATHS[name]
+        if isinstance(data, str):
+            path.write_text(data, encoding="utf-8")
+        else:
+            path.write_bytes(data)
+    return dict(ARTIFACT_PATHS)
+
+
+def public_day_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The day rows without helper keys (those starting with "_")."""
+    if not any(key[:1] == "_" for row in rows for key in row):
+        return rows
+    return [{k: v for k, v in row.items() if k[:1] != "_"} for row in rows]
+
+
+def scenario_yaml(output: SimulationOutput) -> str:
+    """The compiled scenario, plus the cash accounting that produced the run."""
+    scenario = dict(output.scenario)
+    scenario.setdefault("cash_accounting", output.params.cash_accounting)
+    return plain_yaml.dump(scenario)
+
+
+def events_jsonl(events: list[dict[str, Any]]) -> bytes:
+    """One compact JSON object per line.
+
+    orjson costs a few microseconds per call but almost nothing per event, so the whole list
+    is dumped at once and split between objects. The split is only trusted when "},{" occurs
+    exactly at the n-1 boundaries (no string or nested list of objects contains it);
+    otherwise each event is dumped on its own."""
+    if not events:
+        return b""
+    whole = orjson.dumps(events, default=_json_default, option=_JSON_FLAGS)
+    if whole.count(b"},{") == len(events) - 1 and all(type(event) is dict for event in events):
+        return whole[1:-1].replace(b"},{", b"}\n{") + b"\n"
+    dumps = orjson.dumps
+    option = _JSON_FLAGS | orjson.OPT_APPEND_NEWLINE
+    return b"".join([dumps(event, default=_json_default, option=option) for event in events])
+
+
+def day_metric_columns(rows: list[dict[str, Any]]) -> list[str]:
+    keys: set[str] = set()
+    for row in rows:
+        keys.update(row)
+    return sorted(keys) if keys else list(DAY_METRIC_COLUMNS)
+
+
+def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([[_csv_cell(row.get(column)) for column in columns] for row in rows])
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return "" if value != value else value  # NaN: empty, as the JSON has null
+    if kind is Decimal:  # as the JSON writes it: an integer or a float
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if hasattr(value, "item"):  # a NumPy scalar orjson does not know natively
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return value.as_posix()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class RunArtifacts:
+    """One run's artifacts, parsed back."""
+
+    scenario: dict[str, Any]
+    events: list[dict[str, Any]]
+    balances: list[dict[str, Any]]
+    day_metrics: list[dict[str, Any]]
+    debtor_shares: list[dict[str, Any]]
+    intraday: list[dict[str, Any]]
+    dealer_metrics: dict[str, Any]
+
+
+def read_run_artifacts(run_dir: Path) -> RunArtifacts:
+    """Read and check the data artifacts of one run folder (the HTML reports are not parsed)."""
+    run_dir = Path(run_dir)
+
+    def path(name: str) -> tuple[Path, str]:
+        return run_dir / ARTIFACT_PATHS[name], ARTIFACT_PATHS[name]
+
+    day_metrics = read_day_metrics_json(*path("metrics_json"))
+    day_metrics_csv = read_csv_rows(*path("metrics_csv"), required=("day",))
+    if len(day_metrics_csv) != len(day_metrics):
+        raise ArtifactCorrupt(
+            ARTIFACT_PATHS["metrics_csv"], f"{len(day_metrics_csv)} day rows, but metrics.json has {len(day_metrics)}"
+        )
+    return RunArtifacts(
+        scenario=read_scenario(*path("scenario_yaml")),
+        events=read_events(*path("events_jsonl")),
+        balances=read_csv_rows(*path("balances_csv"), required=BALANCE_COLUMNS),
+        day_metrics=day_metrics,
+        debtor_shares=read_csv_rows(*path("debtor_shares_csv"), required=DEBTOR_SHARE_COLUMNS),
+        intraday=read_csv_rows(*path("intraday_csv"), required=INTRADAY_COLUMNS),
+        dealer_metrics=read_json_object(*path("dealer_metrics_json")),
+    )
+
+
+def read_scenario(path: Path, name: str | None = None) -> dict[str, Any]:
+    name = name or str(path)
+    text = _read_text(path, name)
+    try:
+        scenario = yaml.load(text, Loader=yaml.CSafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ArtifactCorrupt(name, f"invalid YAML: {exc.problem or exc.context}", line) from None
+    except yaml.YAMLError as exc:
+        raise ArtifactCorrupt(name, f"invalid YAML: {exc}") from None
+    if not isinstance(scenario, dict):
+        raise ArtifactCorrupt(name, "expected a mapping at the top level")
+    missing = [key for key in ("version", "agents", "initial_actions", "run") if key not in scenario]
+    if missing:
+        raise ArtifactCorrupt(name, f"missing key(s) {', '.join(missing)}")
+    return scenario
+
+
+def read_events(path: Path, name: str | None = None) -> list[dict[str, Any]]:
+    name = name or str(path)
+    data = _read_bytes(path, name)
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1] != b"":
+        raise ArtifactCorrupt(name, "last line has no line ending (the file was cut short)", len(lines))
+    events = []
+    loads = orjson.loads
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            event = loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ArtifactCorrupt(name, f"invalid JSON ({exc.msg})", number) from None
+        if not isinstance(event, dict):
+            raise ArtifactCorrupt(name, "expected a JSON object", number)
+        if "kind" not in event or "day" not in event or "phase" not in event:
+            missing = [key for key in EVENT_REQUIRED_KEYS if key not in event]
+            raise ArtifactCorrupt(name, f"event without {', '.join(missing)}", number)
+        events.append(event)
+    return events
+
+
+def read_csv_rows(path: Path, name: str | None = None, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of a CSV artifact, numbers parsed back to int/float and empty cells to None."""
+    name = name or str(path)
+    text = _read_text(path, name)
+    try:
+        records = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise ArtifactCorrupt(name, f"invalid CSV ({exc})") from None
+    if not records:
+        raise ArtifactCorrupt(name, "empty file, expected a header line", 1)
+    header = records[0]
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise ArtifactCorrupt(name, f"header lacks column(s) {', '.join(missing)}", 1)
+    if not text.endswith("\n"):
+        raise ArtifactCorrupt(name, "last line has no line ending (the file was cut short)", len(records))
+    rows = []
+    for number, record in enumerate(records[1:], start=2):
+        if len(record) != len(header):
+            raise ArtifactCorrupt(name, f"expected {len(header)} fields, found {len(record)}", number)
+        rows.append({column: _scalar(cell) for column, cell in zip(header, record)})
+    return rows
+
+
+def read_day_metrics_json(path: Path, name: str | None = None) -> list[dict[str, Any]]:
+    name = name or str(path)
+    rows = _parse_json(path, name)
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and "day" in row for row in rows):
+        raise ArtifactCorrupt(name, "expected a list of day rows, each with a day")
+    return rows
+
+
+def read_json_object(path: Path, name: str | None = None) -> dict[str, Any]:
+    name = name or str(path)
+    data = _parse_json(path, name)
+    if not isinstance(data, dict):
+        raise ArtifactCorrupt(name, "expected a JSON object")
+    return data
+
+
+def _parse_json(path: Path, name: str) -> Any:
+    data = _read_bytes(path, name)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ArtifactCorrupt(name, f"invalid JSON ({exc.msg})", exc.lineno) from None
+
+
+_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _scalar(cell: str) -> Any:
+    if cell == "":
+        return None
+    if _NUMBER.fullmatch(cell):
+        try:
+            return int(cell)
+        except ValueError:
+            return float(cell)
+    return cell
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactCorrupt(name, "file is missing") from None
+    except OSError as exc:
+        raise ArtifactCorrupt(name, f"cannot be read ({exc.strerror})") from None
+
+
+def _read_text(path: Path, name: str) -> str:
+    data = _read_bytes(path, name)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ArtifactCorrupt(name, "not valid UTF-8 text", line) from None

@@ -1,0 +1,146 @@
+"""One simulation run: scenario -> day loop (with dealers when active) -> metrics -> artifacts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bilancio_pipeline.engine.metrics import compute_day_metrics, money_supply, plain_row, run_level_metrics
+from bilancio_pipeline.engine.output import SimulationOutput
+from bilancio_pipeline.engine.params import RunParams
+from bilancio_pipeline.engine.scenario import generate
+from bilancio_pipeline.engine.simulate import Ledger, build_ledger, run_day_loop
+
+
+@dataclass
+class RunResult:
+    params: RunParams
+    summary: dict[str, Any]
+    day_metrics: list[dict[str, Any]]
+    artifacts: dict[str, str] = field(default_factory=dict)  # artifact name -> path relative to out_dir
+    wall_ms: float = 0.0  # simulation + metrics + artifacts
+
+
+def simulate(params: RunParams) -> SimulationOutput:
+    """Run the model for one parameter set and return everything it produced (no I/O)."""
+    if not isinstance(params, RunParams):
+        raise TypeError("params must be a RunParams")
+    started = time.perf_counter()
+    scenario = generate(params)
+    ledger = build_ledger(scenario)
+    market = None
+    if params.regime == "active":
+        from bilancio_pipeline.engine.dealer import DealerMarket
+
+        market = DealerMarket(ledger, params)
+    loop = run_day_loop(
+        ledger,
+        market.trading_phase if market is not None else None,
+        rollover=params.rollover,
+        fail_fast=params.default_handling == "fail-fast",
+    )
+    balances = balance_rows(ledger)
+    rows, day_summary = compute_day_metrics(ledger.events, money_supply(balances))
+    summary: dict[str, Any] = {
+        "regime": params.regime,
+        "cash_accounting": params.cash_accounting,
+        **day_summary,
+        **run_level_metrics(ledger.events, day_summary["S_total"]),
+        "last_sim_day": loop.last_sim_day,
+        "stop_reason": loop.stop_reason,
+        "money_end": sum(ledger.cash),
+        "cash_minted_total": ledger.cb_minted,
+    }
+    dealer_metrics = market.report() if market is not None else passive_dealer_report(ledger)
+    dealer_metrics["total_trades"] = summary["total_trades"]
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    summary["wall_ms"] = wall_ms
+    return SimulationOutput(
+        params=params,
+        scenario=scenario.to_dict(),
+        events=ledger.events,
+        balances=balances,
+        day_metrics=[plain_row(r) | {"_debtor_shares": r["_debtor_shares"], "_intraday": r["_intraday"]} for r in rows],
+        summary=summary,
+        dealer_metrics=dealer_metrics,
+        wall_ms=wall_ms,
+    )
+
+
+def run_simulation(params: RunParams, out_dir: Path | None = None) -> RunResult:
+    """Simulate one run; when out_dir is given also write its artifacts there."""
+    started = time.perf_counter()
+    output = simulate(params)
+    artifacts: dict[str, str] = {}
+    if out_dir is not None:
+        from bilancio_pipeline.engine.artifacts import write_artifacts  # written separately; loaded on use
+
+        artifacts = write_artifacts(output, Path(out_dir))
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    summary = dict(output.summary)
+    summary["wall_ms"] = wall_ms
+    day_metrics = [{k: v for k, v in row.items() if not k.startswith("_")} for row in output.day_metrics]
+    return RunResult(params=params, summary=summary, day_metrics=day_metrics, artifacts=artifacts, wall_ms=wall_ms)
+
+
+def balance_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    """End-of-run balance sheet rows with the columns of balances.csv (one per agent + SYSTEM)."""
+    ids = ledger.ids
+    held = [0] * len(ids)
+    owed = [0] * len(ids)
+    for p in ledger.payables.values():
+        held[p.holder] += p.amount
+        owed[p.debtor] += p.amount
+    rows = []
+    cb_liabilities = sum(ledger.cash)
+
+    def row(agent_id: str, a_cash: int, a_pay: int, l_cash: int, l_pay: int) -> dict[str, Any]:
+        assets = a_cash + a_pay
+        liabilities = l_cash + l_pay
+        return {
+            "agent_id": agent_id,
+            "agent_kind": "",
+            "agent_name": "",
+            "amount": "",
+            "assets_cash": a_cash or "",
+            "assets_payable": a_pay or "",
+            "item_name": "",
+            "item_type": "",
+            "liabilities_cash": l_cash or "",
+            "liabilities_payable": l_pay or "",
+            "net_financial": assets - liabilities,
+            "total_financial_assets": assets,
+            "total_financial_liabilities": liabilities,
+            "total_inventory_value": 0.0,
+            "total_nonfinancial_value": 0.0,
+        }
+
+    rows.append(row("CB", 0, 0, cb_liabilities, 0))
+    for i, agent_id in enumerate(ids):
+        rows.append(row(agent_id, ledger.cash[i], held[i], 0, owed[i]))
+    rows.append(row("SYSTEM", cb_liabilities, sum(held), cb_liabilities, sum(owed)))
+    return rows
+
+
+def passive_dealer_report(ledger: Ledger) -> dict[str, Any]:
+    """dealer_metrics.json for a passive run: no trades; the desks' P&L from holding their claims."""
+    scenario = ledger.scenario
+    n = scenario.n_traders
+    initial_money = sum(m.amount for m in scenario.mints if m.to < n)
+    initial_debt = sum(p.amount for p in scenario.payables)
+    return {
+        "total_trades": 0,
+        "total_sell_trades": 0,
+        "total_buy_trades": 0,
+        "interior_trades": 0,
+        "passthrough_trades": 0,
+        "spread_income_total": 0.0,
+        "trade_volume_cash": 0.0,
+        "trade_volume_face": 0,
+        "initial_total_debt": float(initial_debt),
+        "initial_total_money": float(initial_money),
+        "debt_to_money_ratio": float(Decimal(initial_debt) / Decimal(initial_money)) if initial_money else None,
+    }

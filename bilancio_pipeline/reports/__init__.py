@@ -1,0 +1,1 @@
+"""Reports built from stored results (pure functions: rows in, HTML out)."""

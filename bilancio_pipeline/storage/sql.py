@@ -1,0 +1,593 @@
+"""The table store on SQL databases: SQLite (the embedded default) and PostgreSQL (Supabase's
+database), one code path through SQLAlchemy Core.
+
+SQLite: the store creates its file, tables and the `run_results` view itself (from
+`storage.schema`), and runs in WAL mode with foreign keys on and a busy timeout, so several
+processes can share the file. PostgreSQL: the schema is the migrations in `supabase/migrations`;
+the store checks they were applied and says so if not.
+
+Writes are idempotent upserts on each table's key (`schema.CONFLICT_KEYS`), sent in chunks of
+many rows per statement, one transaction per call: a refused row rolls back the whole call.
+Every database error becomes a `StoreError` naming the backend, without the URL's password.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import operator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    exc,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from bilancio_pipeline.storage import schema
+from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
+
+CHUNK_ROWS = 2_000  # rows per executemany call; the driver pages these into multi-row statements
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_HINT = "run the migrations in supabase/migrations (`supabase db push`, or psql -f each file in order)"
+
+_UTC = dt.timezone.utc
+_VALUE_CHECKS = {
+    ("jobs", "status"): schema.JOB_STATUSES,
+    ("runs", "status"): schema.RUN_STATUSES,
+    ("runs", "regime"): ("passive", "active"),
+    ("job_events", "event_type"): schema.EVENT_TYPES,
+}
+_FILLED_BY_STORE = {"created_at", "updated_at"}
+
+
+def _run_results_view() -> tuple[Table, Any]:
+    """The view as a typed table to query, and the SELECT that defines it (for SQLite)."""
+    runs, metrics = schema.runs, schema.metrics
+    sources = [runs.c[name] if name in runs.c else metrics.c[name] for name in schema.RUN_RESULTS_COLUMNS]
+    definition = select(*sources).select_from(runs.outerjoin(metrics, metrics.c.run_id == runs.c.run_id))
+    view = Table("run_results", MetaData(), *(Column(c.name, c.type) for c in sources))
+    return view, definition
+
+
+run_results, _RUN_RESULTS_SELECT = _run_results_view()
+
+
+# --- values on the way in and out -----------------------------------------------------------
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(_UTC)
+
+
+def _to_utc(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    # Naive datetimes are taken as UTC: that is what the store hands out.
+    return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
+
+
+def _to_float(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value  # SQLite stores NaN as NULL: do so everywhere
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(value)
+    return operator.index(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], list]:
+    def to_list(value: Any) -> list:
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return [convert(v) for v in value]
+
+    return to_list
+
+
+def _kind(column: Column) -> str:
+    """What a column holds, whatever the dialect variant."""
+    col_type = column.type
+    variant = col_type._variant_mapping.get("postgresql") if hasattr(col_type, "_variant_mapping") else None
+    if isinstance(variant, postgresql.ARRAY):
+        return "int_list" if isinstance(variant.item_type, (Integer, BigInteger)) else "float_list"
+    if isinstance(col_type, JSON) or isinstance(variant, postgresql.JSONB):
+        return "json"
+    if isinstance(col_type, DateTime):
+        return "timestamp"
+    if isinstance(col_type, Boolean):
+        return "bool"
+    if isinstance(col_type, Float):
+        return "float"
+    if isinstance(col_type, (Integer, BigInteger)):
+        return "int"
+    return "text"
+
+
+_WRITERS: dict[str, Callable[[Any], Any] | None] = {
+    "timestamp": _to_utc,
+    "float": _to_float,
+    "int": _to_int,
+    "bool": _to_bool,
+    "float_list": _list_of(float),
+    "int_list": _list_of(operator.index),
+    "json": None,
+    "text": None,
+}
+
+
+def _aware_utc(v: dt.datetime) -> dt.datetime:
+    return v.replace(tzinfo=_UTC) if v.tzinfo is None else v.astimezone(_UTC)
+
+
+_READERS: dict[str, Callable[[Any], Any] | None] = {
+    "timestamp": _aware_utc,
+    "float_list": lambda v: [float(x) for x in v],
+    "int_list": lambda v: [int(x) for x in v],
+}
+
+
+class _TableInfo:
+    """Per-table facts the store needs on every write and read."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.name = table.name
+        self.kinds = {c.name: _kind(c) for c in table.columns}
+        self.writers = {n: _WRITERS[k] for n, k in self.kinds.items() if _WRITERS[k]}
+        self.readers = {n: _READERS[k] for n, k in self.kinds.items() if k in _READERS}
+        self.key = schema.CONFLICT_KEYS.get(table.name, ())
+        # Columns an INSERT cannot do without (the store fills created_at/updated_at).
+        self.required = frozenset(
+            c.name for c in table.columns
+            if not c.nullable and c.server_default is None and c.name not in _FILLED_BY_STORE
+            and c is not table.autoincrement_column
+        )
+        self.checks = {col: allowed for (tab, col), allowed in _VALUE_CHECKS.items() if tab == table.name}
+
+
+_INFO = {name: _TableInfo(table) for name, table in schema.TABLES.items()}
+_VIEW_INFO = _TableInfo(run_results)
+
+
+def _chunks(items: Sequence, size: int = CHUNK_ROWS) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson: fast, writes NaN/inf as null (PostgreSQL's jsonb refuses NaN) and numpy values.
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class SqlStore(Store):
+    """Jobs, runs, metrics, events and job metrics in SQLite or PostgreSQL, chosen by URL:
+    `sqlite:///path/to/file.db`, or `postgresql://user:password@host:port/db` (also
+    `postgres://…`, as Supabase writes it)."""
+
+    def __init__(self, url: str):
+        self.backend = "sqlite" if str(url).startswith("sqlite") else "postgres"
+        self.url = self._parse_url(url)
+        self._password = self.url.password
+        self._engine = self._create_engine()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- connection ---------------------------------------------------------------------
+    def _parse_url(self, raw: str) -> URL:
+        try:
+            url = make_url(raw)
+        except (exc.ArgumentError, ValueError, TypeError):
+            # The parser's message repeats the whole URL, password included: do not pass it on.
+            raise StoreError(self.backend, "cannot parse the database URL; expected sqlite:///path/file.db "
+                                           "or postgresql://user:password@host:port/dbname") from None
+        backend, _, driver = url.drivername.partition("+")
+        if backend in ("postgres", "postgresql"):
+            self.backend = "postgres"
+            return url.set(drivername="postgresql+psycopg2" if driver in ("", "psycopg2") else url.drivername)
+        if backend == "sqlite":
+            self.backend = "sqlite"
+            return url
+        raise StoreError(self.backend, f"unsupported database URL scheme {url.drivername!r}; use sqlite:/// or postgresql://")
+
+    def _create_engine(self) -> Engine:
+        json_args = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+        if self.backend == "sqlite":
+            in_memory = self.url.database in (None, "", ":memory:")
+            if not in_memory:
+                Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            extra = {"poolclass": StaticPool} if in_memory else {}
+            engine = create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                                   **json_args, **extra)
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        connect_args = {} if "connect_timeout" in self.url.query else {"connect_timeout": 10}
+        # pre-ping: a pooled connection the server (or Supabase's pooler) closed is replaced
+        # instead of failing the next call.
+        return create_engine(self.url, pool_pre_ping=True, connect_args=connect_args, **json_args)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- errors -------------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except exc.SQLAlchemyError as error:
+            raise self._store_error(action, error) from None
+
+    def _store_error(self, action: str, error: exc.SQLAlchemyError) -> StoreError:
+        original = getattr(error, "orig", None)
+        detail = " ".join(str(original if original is not None else error).split())
+        if self._password:
+            detail = detail.replace(self._password, "***")
+        transient = isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
+                                       exc.TimeoutError)) or bool(getattr(error, "connection_invalidated", False))
+        if self.backend == "sqlite" and transient:
+            # SQLite reports "no such table" and syntax errors as OperationalError too.
+            transient = any(word in detail.lower() for word in ("locked", "busy", "unable to open", "disk i/o"))
+        if "does not exist" in detail and ("relation" in detail or "column" in detail):
+            detail += f" (is the schema up to date? {MIGRATIONS_HINT})"
+        where = f" at {self.url.render_as_string(hide_password=True)}" if transient and self.backend == "postgres" else ""
+        return StoreError(self.backend, f"could not {action}{where}: {detail}", transient=transient)
+
+    # --- schema -------------------------------------------------------------------------
+    def _ready(self) -> Engine:
+        """The engine, once the schema is known to be there (created on SQLite)."""
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    with self._errors("open the database"):
+                        if self.backend == "sqlite":
+                            self._create_sqlite_schema()
+                        else:
+                            self._check_postgres_schema()
+                    self._schema_ready = True
+        return self._engine
+
+    def _create_sqlite_schema(self) -> None:
+        with self._engine.begin() as conn:
+            for table in schema.metadata.sorted_tables:
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+            # The same composite indexes as the migrations.
+            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS runs_job_id_status_idx ON runs (job_id, status)")
+            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS jobs_status_created_at_idx ON jobs (status, created_at)")
+            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS jobs_created_at_idx ON jobs (created_at)")
+            view_sql = _RUN_RESULTS_SELECT.compile(dialect=self._engine.dialect)
+            conn.exec_driver_sql(f"CREATE VIEW IF NOT EXISTS run_results AS {view_sql}")
+
+    def _check_postgres_schema(self) -> None:
+        with self._engine.connect() as conn:
+            inspector = inspect(conn)
+            present = set(inspector.get_table_names()) | set(inspector.get_view_names())
+        missing = [name for name in (*schema.TABLES, "run_results") if name not in present]
+        if missing:
+            raise StoreError(self.backend, f"the database has no {', '.join(missing)}: {MIGRATIONS_HINT}")
+
+    # --- row conversion -----------------------------------------------------------------
+    def _prepare(self, info: _TableInfo, rows: Iterable[Row]) -> list[Row]:
+        """Checked, converted copies of `rows`, one per key (a later row for the same key adds
+        to or overrides an earlier one): a multi-row upsert may not touch a row twice."""
+        merged: dict[tuple, Row] = {}
+        unkeyed: list[Row] = []
+        columns = info.kinds
+        for position, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise StoreError(self.backend, f"{info.name}: row {position} is a {type(row).__name__}, not a dict")
+            unknown = [name for name in row if name not in columns]
+            if unknown:
+                raise StoreError(self.backend, f"{info.name} has no column {', '.join(map(repr, unknown))}")
+            clean = {}
+            for name, value in row.items():
+                if value is not None:
+                    writer = info.writers.get(name)
+                    if writer is not None:
+                        try:
+                            value = writer(value)
+                        except (TypeError, ValueError, OverflowError) as problem:
+                            raise StoreError(self.backend, f"{info.name}.{name}: {problem}") from None
+                    allowed = info.checks.get(name)
+                    if allowed and value not in allowed:
+                        raise StoreError(self.backend, f"{info.name}.{name}: {value!r} is not one of {', '.join(allowed)}")
+                clean[name] = value
+            if info.key:
+                missing = [k for k in info.key if clean.get(k) in (None, "")]
+                if missing:
+                    raise StoreError(self.backend, f"{info.name}: row {position} has no {', '.join(missing)}")
+                key = tuple(clean[k] for k in info.key)
+                merged[key] = {**merged[key], **clean} if key in merged else clean
+            else:
+                unkeyed.append(clean)
+        return list(merged.values()) if info.key else unkeyed
+
+    @staticmethod
+    def _read(info: _TableInfo, row: Any) -> Row:
+        out = dict(row._mapping)
+        for name, reader in info.readers.items():
+            value = out.get(name)
+            if value is not None:
+                out[name] = reader(value)
+        return out
+
+    # --- writes -------------------------------------------------------------------------
+    def _insert(self, table: Table):
+        return (postgresql.insert if self.backend == "postgres" else sqlite.insert)(table)
+
+    def _upsert(self, table_name: str, rows: Iterable[Row]) -> None:
+        info = _INFO[table_name]
+        prepared = self._prepare(info, rows)
+        if not prepared:
+            return
+        now = utc_now()
+        # One statement shape per set of columns given, so absent columns are left alone.
+        groups: dict[frozenset, list[Row]] = {}
+        for row in prepared:
+            groups.setdefault(frozenset(row), []).append(row)
+        engine = self._ready()
+        with self._errors(f"write {len(prepared)} {table_name} row(s)"), engine.begin() as conn:
+            for columns, group in groups.items():
+                if info.required <= columns:
+                    self._insert_or_update(conn, info, columns, group, now)
+                else:
+                    self._update_existing(conn, info, columns, group, now)
+
+    def _insert_or_update(self, conn, info: _TableInfo, columns: frozenset, group: list[Row], now) -> None:
+        table = info.table
+        stmt = self._insert(table)
+        changed = [c for c in table.columns.keys() if c in columns and c not in info.key and c != "created_at"]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c[k] for k in info.key],
+            set_={**{c: stmt.excluded[c] for c in changed}, "updated_at": stmt.excluded.updated_at},
+        )
+        if self.backend == "postgres":
+            # SQLAlchemy batches many rows into one INSERT … VALUES (…), (…) only when the
+            # statement returns something if it has an ON CONFLICT clause; without this, psycopg2
+            # would send one statement per row.
+            stmt = stmt.returning(*(table.c[k] for k in info.key))
+        for chunk in _chunks(group):
+            conn.execute(stmt, [{"created_at": now, **row, "updated_at": now} for row in chunk])
+
+    def _update_existing(self, conn, info: _TableInfo, columns: frozenset, group: list[Row], now) -> None:
+        """Rows without every required column can only change rows already stored."""
+        table = info.table
+        (key,) = info.key
+        wanted = [row[key] for row in group]
+        found: set = set()
+        for chunk in _chunks(wanted):
+            found.update(conn.execute(select(table.c[key]).where(table.c[key].in_(chunk))).scalars())
+        absent = [k for k in wanted if k not in found]
+        if absent:
+            need = ", ".join(sorted(info.required - columns))
+            raise StoreError(self.backend, f"{info.name}: {len(absent)} row(s) not stored yet (first: {absent[0]!r}) "
+                                           f"and cannot be inserted without {need}")
+        stmt = update(table).where(table.c[key] == bindparam("_key"))
+        for chunk in _chunks(group):
+            params = [{**{c: v for c, v in row.items() if c != key}, "updated_at": now, "_key": row[key]}
+                      for row in chunk]
+            conn.execute(stmt, params)
+
+    # --- jobs ---------------------------------------------------------------------------
+    def save_job(self, job: Row) -> None:
+        self._upsert("jobs", [job])
+
+    def get_job(self, job_id: str) -> Row:
+        jobs = schema.jobs
+        with self._errors(f"read job {job_id!r}"), self._ready().connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+        if row is None:
+            raise NotFound(self.backend, f"job {job_id!r} not found")
+        return self._read(_INFO["jobs"], row)
+
+    def list_jobs(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Row]:
+        if limit < 0 or offset < 0:
+            raise StoreError(self.backend, f"list_jobs: limit and offset must be >= 0 (got {limit}, {offset})")
+        jobs = schema.jobs
+        stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit).offset(offset)
+        if status is not None:
+            stmt = stmt.where(jobs.c.status == status)
+        with self._errors("list jobs"), self._ready().connect() as conn:
+            return [self._read(_INFO["jobs"], row) for row in conn.execute(stmt)]
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        info = _INFO["jobs"]
+        if "job_id" in fields:
+            raise StoreError(self.backend, "jobs.job_id cannot be changed")
+        (values,) = self._prepare(info, [{**fields, "job_id": job_id}])
+        values.pop("job_id")
+        values["updated_at"] = utc_now()
+        jobs = schema.jobs
+        with self._errors(f"update job {job_id!r}"), self._ready().begin() as conn:
+            result = conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(**values))
+        if result.rowcount == 0:
+            raise NotFound(self.backend, f"job {job_id!r} not found")
+
+    def delete_job(self, job_id: str) -> None:
+        jobs = schema.jobs
+        with self._errors(f"delete job {job_id!r}"), self._ready().begin() as conn:
+            conn.execute(delete(jobs).where(jobs.c.job_id == job_id))
+
+    # --- events -------------------------------------------------------------------------
+    def log_events(self, events: Sequence[Row]) -> None:
+        info = _INFO["job_events"]
+        rows = self._prepare(info, events)
+        if not rows:
+            return
+        now = utc_now()
+        for row in rows:
+            row.setdefault("timestamp", now)
+            row.setdefault("details", {})
+            if not row.get("job_id") or not row.get("event_type"):
+                raise StoreError(self.backend, "job_events: every event needs job_id and event_type")
+        # Same columns in every row, so one executemany covers them all.
+        rows = [{"job_id": r["job_id"], "event_type": r["event_type"], "timestamp": r["timestamp"],
+                 "details": r["details"]} for r in rows]
+        with self._errors(f"log {len(rows)} job event(s)"), self._ready().begin() as conn:
+            for chunk in _chunks(rows):
+                conn.execute(schema.job_events.insert(), list(chunk))
+
+    def list_events(self, job_id: str) -> list[Row]:
+        events = schema.job_events
+        stmt = select(events).where(events.c.job_id == job_id).order_by(events.c.timestamp, events.c.id)
+        with self._errors(f"list events of job {job_id!r}"), self._ready().connect() as conn:
+            return [self._read(_INFO["job_events"], row) for row in conn.execute(stmt)]
+
+    # --- runs and metrics ---------------------------------------------------------------
+    def upsert_runs(self, rows: Sequence[Row]) -> None:
+        self._upsert("runs", rows)
+
+    def upsert_metrics(self, rows: Sequence[Row]) -> None:
+        self._upsert("metrics", rows)
+
+    def list_runs(self, job_id: str, status: str | None = None, run_ids: Iterable[str] | None = None) -> list[Row]:
+        runs = schema.runs
+        stmt = select(runs).where(runs.c.job_id == job_id)
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        statements = [stmt] if run_ids is None else [stmt.where(runs.c.run_id.in_(chunk))
+                                                     for chunk in _chunks(sorted(set(run_ids)))]
+        with self._errors(f"list runs of job {job_id!r}"), self._ready().connect() as conn:
+            found = [self._read(_INFO["runs"], row) for s in statements for row in conn.execute(s)]
+        return sorted(found, key=operator.itemgetter("run_id"))
+
+    def get_metrics(self, run_ids: Iterable[str]) -> list[Row]:
+        metrics = schema.metrics
+        ids = sorted(set(run_ids))
+        with self._errors(f"read metrics of {len(ids)} run(s)"), self._ready().connect() as conn:
+            found = [self._read(_INFO["metrics"], row) for chunk in _chunks(ids)
+                     for row in conn.execute(select(metrics).where(metrics.c.run_id.in_(chunk)))]
+        return sorted(found, key=operator.itemgetter("run_id"))
+
+    def run_counts(self, job_id: str) -> dict[str, int]:
+        runs = schema.runs
+        stmt = select(runs.c.status, func.count()).where(runs.c.job_id == job_id).group_by(runs.c.status)
+        with self._errors(f"count runs of job {job_id!r}"), self._ready().connect() as conn:
+            counted = dict(conn.execute(stmt).all())
+        return {status: int(counted.get(status, 0)) for status in schema.RUN_STATUSES}
+
+    def completed_run_ids(self, job_id: str) -> set[str]:
+        runs, metrics = schema.runs, schema.metrics
+        stmt = (select(runs.c.run_id).join(metrics, metrics.c.run_id == runs.c.run_id)
+                .where(runs.c.job_id == job_id, runs.c.status == "completed"))
+        with self._errors(f"read completed runs of job {job_id!r}"), self._ready().connect() as conn:
+            return set(conn.execute(stmt).scalars())
+
+    def query_results(
+        self,
+        where: Any = None,
+        *,
+        job_id: str | None = None,
+        regime: str | None = None,
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Row]:
+        view = run_results
+        stmt = select(view)
+        if where is not None:
+            from bilancio_pipeline.storage.filters import parse_filter, to_sqlalchemy
+
+            if isinstance(where, str):
+                where = parse_filter(where)
+            stmt = stmt.where(to_sqlalchemy(where, view))
+        if job_id is not None:
+            stmt = stmt.where(view.c.job_id == job_id)
+        if regime is not None:
+            stmt = stmt.where(view.c.regime == regime)
+        if order_by is not None:
+            if order_by not in view.c:
+                raise StoreError(self.backend, f"cannot order by {order_by!r}: run_results has no such column "
+                                               f"(columns: {', '.join(schema.RUN_RESULTS_COLUMNS)})")
+            column = view.c[order_by]
+            # NULLs last both ways, on both backends (their defaults differ).
+            stmt = stmt.order_by((column.desc() if descending else column.asc()).nulls_last())
+        stmt = stmt.order_by(view.c.job_id, view.c.run_id)
+        if limit is not None:
+            if limit < 0:
+                raise StoreError(self.backend, f"query_results: limit must be >= 0 (got {limit})")
+            stmt = stmt.limit(limit)
+        with self._errors("query run_results"), self._ready().connect() as conn:
+            return [self._read(_VIEW_INFO, row) for row in conn.execute(stmt)]
+
+    # --- job metrics --------------------------------------------------------------------
+    def save_job_metrics(self, row: Row) -> None:
+        self._upsert("job_metrics", [row])
+
+    def get_job_metrics(self, job_id: str) -> Row | None:
+        table = schema.job_metrics
+        with self._errors(f"read job metrics of {job_id!r}"), self._ready().connect() as conn:
+            row = conn.execute(select(table).where(table.c.job_id == job_id)).first()
+        return None if row is None else self._read(_INFO["job_metrics"], row)
+
+    # --- housekeeping -------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._errors("reach the database"), self._ready().connect() as conn:
+            conn.execute(text("select 1"))
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Per connection: WAL lets readers and one writer work at once across processes; foreign
+    keys are off in SQLite unless asked for (cascades need them)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()

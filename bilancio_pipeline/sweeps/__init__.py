@@ -1,0 +1,1 @@
+"""Sweeps: specs, the runs they expand to, and the job lifecycle."""

@@ -1,0 +1,139 @@
+"""Run one batch of a sweep's runs: simulate, upload artifacts, and build the rows to store.
+
+Plain Python over the store, artifact and compute interfaces; the Dagster asset that runs a
+partition range is a thin wrapper around `run_batch`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import retry, stop_after_attempt, wait_exponential_jitter
+
+from bilancio_pipeline.compute.base import Compute, RunOutcome, RunTask
+from bilancio_pipeline.storage.artifacts.base import ArtifactStore, run_prefix
+from bilancio_pipeline.storage.base import Row, Store
+from bilancio_pipeline.storage.schema import metrics as metrics_table
+from bilancio_pipeline.sweeps import lifecycle
+
+_PARAM_COLUMNS = ("n_agents", "maturity_days", "kappa", "concentration", "mu", "outside_mid_ratio", "seed",
+                  "regime", "cash_accounting")
+_METRIC_COLUMNS = tuple(c for c in metrics_table.columns.keys()
+                        if c not in ("run_id", "job_id", "raw_metrics", "created_at", "updated_at", "trading_effect"))
+UPLOAD_ATTEMPTS = 4
+
+
+@dataclass
+class BatchResult:
+    runs: list[Row] = field(default_factory=list)  # status, timings, error per executed run
+    metrics: list[Row] = field(default_factory=list)  # one per completed run
+    artifacts: list[Row] = field(default_factory=list)  # artifact_base/urls per completed run
+    failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
+    skipped: list[str] = field(default_factory=list)  # already completed: never recomputed
+    missing_artifacts: dict[str, str] = field(default_factory=dict)  # run_id -> upload error
+    simulate_seconds: float = 0.0
+    upload_seconds: float = 0.0
+
+    @property
+    def completed(self) -> list[str]:
+        return [r["run_id"] for r in self.runs if r["status"] == "completed"]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def metrics_row(job_id: str, outcome: RunOutcome) -> Row:
+    summary = _json_safe(outcome.summary)
+    row = {"run_id": outcome.run_id, "job_id": job_id, "raw_metrics": summary}
+    row.update({c: summary.get(c) for c in _METRIC_COLUMNS})
+    return row
+
+
+def _upload(artifacts: ArtifactStore, job_id: str, outcome: RunOutcome) -> dict[str, str]:
+    @retry(stop=stop_after_attempt(UPLOAD_ATTEMPTS), wait=wait_exponential_jitter(initial=0.2, max=2), reraise=True)
+    def attempt() -> dict[str, str]:
+        return artifacts.upload_run(job_id, outcome.run_id, outcome.artifact_dir)
+
+    return attempt()
+
+
+def run_batch(
+    store: Store,
+    artifacts: ArtifactStore,
+    compute: Compute,
+    run_ids: Sequence[str],
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> BatchResult:
+    """Run every run id that has not completed yet (all of one job) and return the rows."""
+    result = BatchResult()
+    if not run_ids:
+        return result
+    job_ids = {r.split("_", 1)[0] for r in run_ids}
+    if len(job_ids) != 1:
+        raise ValueError(f"a batch runs the runs of one sweep; got runs of {sorted(job_ids)}")
+    job_id = job_ids.pop()
+    rows = {r["run_id"]: r for r in store.list_runs(job_id, run_ids=run_ids)}
+    done = store.completed_run_ids(job_id) & set(run_ids)
+    result.skipped = [r for r in run_ids if r in done]
+    tasks = []
+    for run_id in run_ids:
+        if run_id in done:
+            continue
+        row = rows.get(run_id)
+        if row is None:
+            result.failed[run_id] = f"run {run_id} is not registered in the store; launch its sweep first"
+            continue
+        tasks.append(RunTask(run_id, job_id, {c: row[c] for c in _PARAM_COLUMNS}))
+    if not tasks:
+        return result
+
+    lifecycle.mark_started(store, job_id, [t.run_id for t in tasks])
+    compute.check()
+    scratch = tempfile.mkdtemp(prefix=f"bilancio-{job_id}-")
+    started = time.perf_counter()
+    try:
+        for outcome in compute.run_batch(tasks, scratch):
+            _collect(result, artifacts, job_id, outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.simulate_seconds = time.perf_counter() - started - result.upload_seconds
+    return result
+
+
+def _collect(result: BatchResult, artifacts: ArtifactStore, job_id: str, outcome: RunOutcome) -> None:
+    stamp = lifecycle.now()
+    if not outcome.ok:
+        result.failed[outcome.run_id] = outcome.error or "failed without an error message"
+        result.runs.append({"run_id": outcome.run_id, "job_id": job_id, "status": "failed", "error": result.failed[outcome.run_id],
+                            "execution_time_ms": outcome.wall_ms or None, "modal_call_id": outcome.call_id,
+                            "completed_at": stamp})
+        return
+    urls = dict(outcome.artifacts)
+    error = None
+    if outcome.artifact_dir:
+        t0 = time.perf_counter()
+        try:
+            urls = _upload(artifacts, job_id, outcome)
+        except Exception as exc:  # the metrics are kept; the gap is reported, never silent
+            error = f"artifacts not stored after {UPLOAD_ATTEMPTS} attempts: {type(exc).__name__}: {exc}"
+            result.missing_artifacts[outcome.run_id] = error
+        result.upload_seconds += time.perf_counter() - t0
+    result.runs.append({"run_id": outcome.run_id, "job_id": job_id, "status": "completed", "error": error,
+                        "execution_time_ms": outcome.wall_ms, "modal_call_id": outcome.call_id, "completed_at": stamp})
+    result.metrics.append(metrics_row(job_id, outcome))
+    result.artifacts.append({"run_id": outcome.run_id, "job_id": job_id,
+                             "artifact_base": run_prefix(job_id, outcome.run_id), "artifact_urls": urls})

@@ -1,0 +1,160 @@
+"""A balanced sweep through the real Dagster jobs and assets, in-process, on every store.
+
+Each test runs real simulations on the local process pool and checks every table and
+artifact afterwards: SQLite (the embedded default) and the real PostgreSQL the suite starts,
+with artifacts on the local volume or on the real S3 server.
+"""
+
+import json
+
+import dagster as dg
+import pytest
+
+from bilancio_pipeline.compute.base import RunOutcome
+from bilancio_pipeline.compute.local import LocalCompute
+from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
+from bilancio_pipeline.defs.resources import ComputeResource
+from bilancio_pipeline.definitions import build_definitions
+from bilancio_pipeline.storage.config import artifacts_from_env, store_from_env
+from bilancio_pipeline.storage.artifacts.base import manifest_key
+
+SPEC = {"n_agents": 12, "maturity_days": 5, "kappas": [0.5, 1.0], "concentrations": [1.0], "mus": [0.5],
+        "outside_mid_ratios": [1.0], "seeds": [1, 2], "job_id": "test-sweep"}  # 2 x 2 cells x 2 regimes = 8 runs
+RUN_ARTIFACTS = {"scenario.yaml", "out/events.jsonl", "out/balances.csv", "out/metrics.csv", "out/metrics.json",
+                 "out/metrics.html", "run.html"}
+
+
+class FlakyCompute(ComputeResource):
+    """The local pool, except that runs whose id contains `fail_marker` fail."""
+
+    fail_marker: str = "never"
+
+    def open(self, executor=None):
+        inner, marker = LocalCompute(workers=2), self.fail_marker
+
+        class Wrapped(LocalCompute):
+            def run_batch(self, tasks, artifacts_root):
+                keep = [t for t in tasks if marker not in t.run_id]
+                for t in tasks:
+                    if marker in t.run_id:
+                        yield RunOutcome(run_id=t.run_id, ok=False, error="RuntimeError: injected failure")
+                yield from inner.run_batch(keep, artifacts_root)
+
+        return Wrapped(workers=2)
+
+
+@pytest.fixture(params=["sqlite-local", "postgres-local", "sqlite-s3"])
+def backend(request, tmp_path, monkeypatch):
+    """Configure the stores through the environment, as a user would."""
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY", "BILANCIO_R2_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    if request.param.startswith("postgres"):
+        monkeypatch.setenv("BILANCIO_SUPABASE_DB_URL", request.getfixturevalue("postgres_url"))
+    if request.param.endswith("s3"):
+        server = request.getfixturevalue("s3_server")
+        monkeypatch.setenv("BILANCIO_R2_BUCKET", request.getfixturevalue("s3_bucket"))
+        monkeypatch.setenv("BILANCIO_R2_ENDPOINT_URL", server.endpoint_url)
+        monkeypatch.setenv("BILANCIO_R2_ACCESS_KEY_ID", server.access_key)
+        monkeypatch.setenv("BILANCIO_R2_SECRET_ACCESS_KEY", server.secret_key)
+    return request.param
+
+
+@pytest.fixture
+def instance(backend):
+    with dg.DagsterInstance.get() as inst:
+        yield inst
+
+
+def _sweep(instance, fail_marker="never", **overrides):
+    defs = build_definitions(compute=FlakyCompute(fail_marker=fail_marker))
+    return run_sweep(defs, instance, {**SPEC, **overrides}, batch_size=3)
+
+
+def test_balanced_sweep_end_to_end(instance):
+    progress = _sweep(instance)
+    assert (progress.total, progress.done, progress.failed) == (8, 8, 0)
+
+    store, volume = store_from_env(), artifacts_from_env()
+    job = store.get_job("test-sweep")
+    assert job["status"] == "completed" and job["completed_runs"] == 8 and job["failed_runs"] == 0
+    assert job["spec"]["kappas"] == [0.5, 1.0] and job["total_runs"] == 8
+    events = [e["event_type"] for e in store.list_events("test-sweep")]
+    assert events[:2] == ["created", "started"] and events[-1] == "completed"
+    assert events.count("progress") == 3  # one per batch of 3, 3, 2 runs
+
+    runs = store.list_runs("test-sweep")
+    assert len(runs) == 8 and {r["status"] for r in runs} == {"completed"}
+    assert sorted(r["regime"] for r in runs) == ["active"] * 4 + ["passive"] * 4
+    metrics = {m["run_id"]: m for m in store.get_metrics([r["run_id"] for r in runs])}
+    assert len(metrics) == 8
+    for run in runs:
+        m = metrics[run["run_id"]]
+        assert 0 <= m["delta_total"] <= 1 and abs(m["delta_total"] + m["phi_total"] - 1) < 1e-9
+        assert m["raw_metrics"]["cash_accounting"] == "conserving"
+        assert m["trading_effect"] is not None
+        assert run["execution_time_ms"] > 0
+        assert set(run["artifact_urls"]) >= RUN_ARTIFACTS
+        keys = volume.list_keys(run["artifact_base"])
+        assert {k.split(run["artifact_base"] + "/")[1] for k in keys} >= RUN_ARTIFACTS
+        events_jsonl = volume.get_bytes(f"{run['artifact_base']}/out/events.jsonl").decode().splitlines()
+        assert all("kind" in json.loads(line) for line in events_jsonl)
+
+    aggregate = store.get_job_metrics("test-sweep")
+    assert aggregate["n_pairs"] == 4 and aggregate["n_comparisons"] == 4
+    passive = {(r["kappa"], r["seed"]): metrics[r["run_id"]]["delta_total"] for r in runs if r["regime"] == "passive"}
+    assert aggregate["mean_delta_passive"] == pytest.approx(sum(passive.values()) / 4)
+    manifest = json.loads(volume.get_bytes(manifest_key("test-sweep")))
+    assert manifest["job"]["status"] == "completed" and manifest["job_metrics"]["n_pairs"] == 4
+
+    # Dagster knows every partition as materialized, and the checks passed.
+    materialized = instance.get_materialized_partitions(dg.AssetKey("run_metrics"))
+    assert materialized == {r["run_id"] for r in runs}
+    assert instance.get_materialized_partitions(dg.AssetKey("job_metrics")) == {"test-sweep"}
+
+
+def test_relaunch_recomputes_nothing(instance):
+    _sweep(instance)
+    store = store_from_env()
+    before = {r["run_id"]: r["updated_at"] for r in store.list_runs("test-sweep")}
+    progress = _sweep(instance)
+    assert progress.done == 8
+    after = {r["run_id"]: r["updated_at"] for r in store.list_runs("test-sweep")}
+    assert after == before  # no run row was touched: nothing ran again
+    assert len(instance.get_dynamic_partitions("runs")) == 8
+
+
+def test_failing_run_fails_alone_and_relaunch_retries_it(instance):
+    progress = _sweep(instance, fail_marker="active")
+    assert progress.failed == 4 and progress.done == 8
+    store = store_from_env()
+    runs = {r["run_id"]: r for r in store.list_runs("test-sweep")}
+    failed = {k for k, r in runs.items() if r["status"] == "failed"}
+    assert failed == {k for k in runs if "_active_" in k}
+    assert all("injected failure" in runs[k]["error"] for k in failed)
+    assert store.completed_run_ids("test-sweep") == set(runs) - failed
+    job = store.get_job("test-sweep")
+    assert job["status"] == "failed" and "4 of 8 runs failed" in job["error"]
+    # Dagster shows the completed partitions materialized and only the failed ones failed.
+    assert instance.get_materialized_partitions(dg.AssetKey("run_metrics")) == set(runs) - failed
+
+    finished = {k: runs[k]["updated_at"] for k in set(runs) - failed}
+    progress = _sweep(instance)  # nothing fails any more: only the 4 failed runs run again
+    assert (progress.done, progress.failed) == (8, 0)
+    runs = {r["run_id"]: r for r in store.list_runs("test-sweep")}
+    assert {k: runs[k]["updated_at"] for k in finished} == finished
+    assert store.get_job("test-sweep")["status"] == "completed"
+    assert store.get_job_metrics("test-sweep")["n_pairs"] == 4
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"kappas": []}, "kappas"), ({"mus": [1.5]}, "mus"), ({"seeds": [1, 1]}, "seeds"),
+    ({"job_id": "../etc"}, "job_id"), ({"concentrations": [0.0]}, "concentrations"),
+])
+def test_bad_spec_is_rejected_before_anything_is_written(instance, bad, field):
+    with pytest.raises(SweepFailed, match=field):
+        _sweep(instance, **bad)
+    assert store_from_env().list_jobs() == []
+    assert instance.get_dynamic_partitions("runs") == []

@@ -1,0 +1,381 @@
+"""Run artifacts (MODEL.md section 6): every file's shape, and clear errors for corrupt ones.
+
+The simulation output here is built by a small toy settlement loop over a real compiled
+scenario, so the artifacts hold every event kind a run produces without depending on the
+engine's day loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import xml.etree.ElementTree as ET
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from bilancio_pipeline.engine.artifacts import (
+    ARTIFACT_PATHS,
+    BALANCE_COLUMNS,
+    DAY_METRIC_COLUMNS,
+    ArtifactCorrupt,
+    read_csv_rows,
+    read_events,
+    read_run_artifacts,
+    read_scenario,
+    write_artifacts,
+)
+from bilancio_pipeline.engine.output import SimulationOutput
+from bilancio_pipeline.engine.params import RunParams
+from bilancio_pipeline.engine.scenario import generate
+
+PHASES = ("PhaseA", "SubphaseB1", "SubphaseB_Dealer", "SubphaseB2", "SubphaseB_Rollover", "PhaseC")
+
+
+def toy_output(params: RunParams, days: int = 20) -> SimulationOutput:
+    """A run-shaped output: setup events from the compiled scenario, then a plain pay-what-you-can
+    loop with defaults, write-offs, reassignment, rollover and (active) dealer sells."""
+    scenario = generate(params)
+    doc = scenario.to_dict()
+    ids = scenario.agent_ids
+    cash = {a: 0 for a in ids}
+    events: list[dict] = []
+    for m in scenario.mints:
+        cash[ids[m.to]] += m.amount
+        events.append({"kind": "CashMinted", "day": 0, "phase": "setup", "to": ids[m.to], "amount": m.amount, "alias": m.alias})
+    live = {}
+    for k, p in enumerate(scenario.payables):
+        pid = f"PAY_{k:04d}"
+        live[pid] = {"debtor": ids[p.debtor], "creditor": ids[p.creditor], "amount": p.amount, "due": p.due_day, "dt": p.due_day, "alias": p.alias}
+        events.append({"kind": "PayableCreated", "day": 0, "phase": "setup", "debtor": ids[p.debtor], "creditor": ids[p.creditor], "amount": p.amount, "due_day": p.due_day, "maturity_distance": p.due_day, "payable_id": pid, "alias": p.alias})
+    dues_by_day: dict[int, float] = {}
+    settled_by_day: dict[int, float] = {}
+    for pay in live.values():
+        dues_by_day[pay["due"]] = dues_by_day.get(pay["due"], 0) + pay["amount"]
+    defaulted: set[str] = set()
+    ticket = 0
+    for day in range(days):
+        for phase in PHASES[:3]:
+            events.append({"kind": phase, "day": day, "phase": "simulation"})
+        if params.regime == "active" and day < 5:
+            for trader in ids[: params.n_agents : 7]:
+                ticket += 1
+                events.append({"kind": "dealer_trade", "day": day, "phase": "simulation", "trader": trader, "side": "sell", "ticket_id": f"T{ticket}", "bucket": "short", "price": 18.2, "unit_price": 0.91, "face": 20.0, "is_passthrough": ticket % 3 == 0, "is_liquidity_driven": True})
+                events.append({"kind": "ClaimTransferredDealer", "day": day, "phase": "simulation", "from": trader, "to": "dealer_short", "ticket_id": f"T{ticket}"})
+                events.append({"kind": "buy_rejected", "day": day, "phase": "simulation", "trader": trader, "reason": "ev_below_threshold"})
+        events.append({"kind": "SubphaseB2", "day": day, "phase": "simulation"})
+        horizon = max([p["due"] for p in live.values()] + [day])
+        for pid, pay in [(pid, p) for pid, p in live.items() if p["due"] == day]:
+            debtor, creditor, amount = pay["debtor"], pay["creditor"], pay["amount"]
+            if debtor in defaulted:
+                continue
+            paid = min(amount, cash[debtor])
+            cash[debtor] -= paid
+            cash[creditor] += paid
+            if paid:
+                events.append({"kind": "CashTransferred", "day": day, "phase": "simulation", "frm": debtor, "to": creditor, "amount": paid})
+            if paid == amount:
+                settled_by_day[day] = settled_by_day.get(day, 0) + amount
+                events.append({"kind": "PayableSettled", "day": day, "phase": "simulation", "pid": pid, "contract_id": pid, "alias": pay["alias"], "debtor": debtor, "creditor": creditor, "amount": amount})
+                pay["due"] = horizon + pay["dt"]
+                events.append({"kind": "PayableRolledOver", "day": day, "phase": "simulation", "pid": pid, "new_due_day": pay["due"]})
+                continue
+            if paid:
+                events.append({"kind": "PartialSettlement", "day": day, "phase": "simulation", "pid": pid, "amount_paid": paid})
+            events.append({"kind": "ObligationDefaulted", "day": day, "phase": "simulation", "pid": pid, "contract_id": pid, "debtor": debtor, "creditor": creditor, "shortfall": amount - paid, "amount_paid": paid, "original_amount": amount})
+            events.append({"kind": "AgentDefaulted", "day": day, "phase": "simulation", "agent": debtor, "trigger_contract": pid, "shortfall": amount - paid})
+            defaulted.add(debtor)
+            del live[pid]
+            for other_id, other in list(live.items()):
+                if other["debtor"] == debtor:
+                    events.append({"kind": "ObligationWrittenOff", "day": day, "phase": "simulation", "contract_id": other_id, "debtor": debtor, "creditor": other["creditor"], "amount": other["amount"]})
+                    del live[other_id]
+                elif other["creditor"] == debtor:
+                    new_id = f"RA_{other_id}"
+                    events.append({"kind": "ReceivableReassigned", "day": day, "phase": "simulation", "old_contract_id": other_id, "new_contract_id": new_id})
+                    events.append({"kind": "PayableCreated", "day": day, "phase": "simulation", "debtor": other["debtor"], "creditor": creditor, "amount": other["amount"], "due_day": day + other["dt"], "maturity_distance": other["dt"], "contract_id": new_id, "reason": "receivable_reassignment"})
+                    del live[other_id]
+                    live[new_id] = {**other, "creditor": creditor, "due": day + other["dt"]}
+        for phase in PHASES[4:]:
+            events.append({"kind": phase, "day": day, "phase": "simulation"})
+
+    money = sum(cash.values())
+    day_metrics = []
+    for day in sorted(dues_by_day):
+        s_t = dues_by_day[day]
+        phi = settled_by_day.get(day, 0) / s_t
+        mbar = 0.4 * s_t
+        day_metrics.append({"day": day, "S_t": s_t, "phi_t": phi, "delta_t": 1 - phi, "Mbar_t": mbar, "alpha_t": 1 - mbar / s_t, "M_t": money, "G_t": max(0, mbar - money), "Mpeak_t": 0.5 * s_t, "gross_settled_t": settled_by_day.get(day, 0), "v_t": 2 * phi if phi else None, "HHIplus_t": 0.07, "n_debtors": 20, "n_creditors": 21, "notes": ""})
+    balances = [
+        {"agent_id": a, "agent_kind": "household", "agent_name": a, "assets_cash": cash[a], "assets_payable": 0, "liabilities_cash": 0, "liabilities_payable": sum(p["amount"] for p in live.values() if p["debtor"] == a), "net_financial": cash[a], "total_financial_assets": cash[a], "total_financial_liabilities": 0, "total_inventory_value": 0, "total_nonfinancial_value": 0}
+        for a in ids
+    ]
+    balances.append({"agent_id": "SYSTEM", "agent_kind": "system", "item_name": "cash", "item_type": "cash", "amount": money})
+    s_total = sum(dues_by_day.values())
+    phi_total = sum(settled_by_day.values()) / s_total
+    n_trades = sum(1 for e in events if e["kind"] == "dealer_trade")
+    summary = {
+        "delta_total": 1 - phi_total,
+        "phi_total": phi_total,
+        "delta_clean": 1 - phi_total,
+        "n_defaults": len(defaulted),
+        "n_clears_all": sum(1 for e in events if e["kind"] == "PayableSettled"),
+        "time_to_stability": max(dues_by_day),
+        "last_sim_day": days - 1,
+        "total_trades": n_trades,
+        "trade_volume_cash": 18.2 * n_trades,
+        "cascade_fraction": 0.25,
+        "S_total": s_total,
+    }
+    dealer_metrics = {"dealer_total_pnl": 12.5, "total_trades": n_trades, "pnl_by_bucket": {"short": 12.5, "mid": 0.0, "long": 0.0}, "debt_to_money_ratio": Decimal("1.25")}
+    return SimulationOutput(params, doc, events, balances, day_metrics, summary, dealer_metrics, wall_ms=3.5)
+
+
+@pytest.fixture(scope="module", params=["passive", "active"])
+def output(request) -> SimulationOutput:
+    return toy_output(RunParams(n_agents=12, kappa=0.4, mu=0.5, regime=request.param, cash_accounting="bilancio_compat"))
+
+
+@pytest.fixture
+def run_dir(tmp_path, output) -> Path:
+    written = write_artifacts(output, tmp_path / "run")
+    assert written == ARTIFACT_PATHS
+    return tmp_path / "run"
+
+
+def test_every_artifact_is_written_where_the_mapping_says(run_dir):
+    for relative in ARTIFACT_PATHS.values():
+        assert (run_dir / relative).is_file(), relative
+        assert (run_dir / relative).stat().st_size > 0, relative
+
+
+def test_scenario_yaml_has_the_compiled_scenario_and_the_cash_accounting(run_dir, output):
+    doc = yaml.safe_load((run_dir / "scenario.yaml").read_text())
+    for key in ("version", "name", "description", "agents", "initial_actions", "scheduled_actions", "run", "dealer", "balanced_dealer"):
+        assert key in doc, key
+    assert doc["version"] == 1
+    assert doc["cash_accounting"] == "bilancio_compat"
+    assert doc["run"]["max_days"] == output.scenario["run"]["max_days"]
+    assert [a["id"] for a in doc["agents"]] == [a["id"] for a in output.scenario["agents"]]
+    payables = [a["create_payable"] for a in doc["initial_actions"] if "create_payable" in a]
+    mints = [a["mint_cash"] for a in doc["initial_actions"] if "mint_cash" in a]
+    assert len(payables) == sum(1 for e in output.events if e["kind"] == "PayableCreated" and e["phase"] == "setup")
+    assert {"from", "to", "amount", "due_day", "alias", "maturity_distance"} <= set(payables[0])
+    assert {"to", "amount", "alias"} <= set(mints[0])
+    # the un-truncated amounts are kept: some are not integers
+    assert any(p["amount"] != int(p["amount"]) for p in payables)
+
+
+def test_scenario_yaml_keeps_every_digit_of_a_decimal_amount(tmp_path, output):
+    exact = Decimal("123.4567890123456789012345678")
+    scenario = dict(output.scenario, initial_actions=[{"mint_cash": {"to": "H1", "amount": exact, "alias": "x"}}, {"mint_cash": {"to": "H2", "amount": Decimal("0.00000001"), "alias": "y"}}])
+    write_artifacts(SimulationOutput(output.params, scenario, [], [], [], {}), tmp_path)
+    text = (tmp_path / "scenario.yaml").read_text()
+    assert "123.4567890123456789012345678" in text
+    doc = yaml.safe_load(text)
+    assert isinstance(doc["initial_actions"][1]["mint_cash"]["amount"], float)
+    assert doc["initial_actions"][1]["mint_cash"]["amount"] == pytest.approx(1e-8)
+
+
+def test_events_jsonl_has_one_event_per_line_with_kind_day_phase(run_dir, output):
+    lines = (run_dir / "out/events.jsonl").read_bytes().splitlines()
+    assert len(lines) == len(output.events)
+    parsed = [orjson.loads(line) for line in lines]
+    assert all({"kind", "day", "phase"} <= set(e) for e in parsed)
+    assert {e["phase"] for e in parsed} == {"setup", "simulation"}
+    assert parsed == output.events
+    kinds = {e["kind"] for e in parsed}
+    assert {"CashMinted", "PayableCreated", "PayableSettled", "AgentDefaulted", "ObligationWrittenOff", "PhaseA", "SubphaseB2"} <= kinds
+    if output.params.regime == "active":
+        assert "dealer_trade" in kinds
+
+
+def test_balances_csv_has_the_columns_of_the_original(run_dir, output):
+    with open(run_dir / "out/balances.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == BALANCE_COLUMNS
+        rows = list(reader)
+    assert [r["agent_id"] for r in rows] == [b["agent_id"] for b in output.balances]
+    assert int(rows[0]["assets_cash"]) == output.balances[0]["assets_cash"]
+    assert rows[-1]["agent_name"] == ""  # a missing value is an empty cell
+
+
+def test_metrics_csv_columns_are_sorted_and_equal_metrics_json(run_dir, output):
+    with open(run_dir / "out/metrics.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == sorted(header)
+    assert tuple(header) == DAY_METRIC_COLUMNS
+    from_json = orjson.loads((run_dir / "out/metrics.json").read_bytes())
+    from_csv = read_csv_rows(run_dir / "out/metrics.csv")
+    assert from_json == output.day_metrics
+    assert len(from_csv) == len(from_json)
+    for row_csv, row_json in zip(from_csv, from_json):
+        for column in header:
+            expected = row_json[column]
+            if expected == "":
+                expected = None
+            assert row_csv[column] == expected, (column, row_json["day"])
+            assert type(row_csv[column]) is type(expected), column
+
+
+def test_dealer_metrics_json_is_written_in_both_regimes(run_dir, output):
+    data = orjson.loads((run_dir / "out/dealer_metrics.json").read_bytes())
+    assert data["total_trades"] == output.dealer_metrics["total_trades"]
+    assert data["pnl_by_bucket"] == {"short": 12.5, "mid": 0.0, "long": 0.0}
+    assert data["debt_to_money_ratio"] == 1.25  # Decimal written as a JSON number
+
+
+def _svgs(html: str) -> list[ET.Element]:
+    return [ET.fromstring(block) for block in re.findall(r"<svg.*?</svg>", html, flags=re.S)]
+
+
+def test_metrics_html_has_the_sections_and_a_valid_svg_plot(run_dir, output):
+    html = (run_dir / "out/metrics.html").read_text()
+    for section in ("Summary Across Days", "Day-by-Day Plot", "Day-by-Day Metrics", "Metric Explanations"):
+        assert f"<h2>{section}</h2>" in html
+    (svg,) = _svgs(html)
+    ns = "{http://www.w3.org/2000/svg}"
+    # one polyline (or more, if broken by missing values) per plotted series, one bar per day
+    assert len(svg.findall(f"{ns}polyline")) >= 6
+    assert len(svg.findall(f"{ns}rect")) >= len(output.day_metrics)
+    titles = [t.text for t in svg.iter(f"{ns}title")]
+    first = output.day_metrics[0]
+    assert f"day {first['day']}: S_t = {first['S_t']:g}" in titles
+    assert any(t.startswith(f"day {first['day']}: delta_t = ") for t in titles)
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    for row in output.day_metrics:  # the day table lists every day
+        assert f"<tr><td>{row['day']}</td>" in html
+
+
+def test_run_html_is_compact_and_lists_defaults_and_trades(run_dir, output):
+    html = (run_dir / "run.html").read_text()
+    assert len(html.encode()) < 200_000
+    assert len(_svgs(html)) == 1
+    defaults = [e for e in output.events if e["kind"] == "AgentDefaulted"]
+    trades = [e for e in output.events if e["kind"] == "dealer_trade"]
+    assert f"<h2>Defaults ({len(defaults)})</h2>" in html
+    assert f"<h2>Trades ({len(trades)})</h2>" in html
+    for event in defaults:
+        assert f"<td>{event['agent']}</td>" in html
+    if trades:
+        assert f"<td>{trades[0]['ticket_id']}</td>" in html
+    else:
+        assert "No dealer trades" in html
+    for value in ("bilancio_compat", "delta_total", "cash_accounting"):
+        assert value in html
+
+
+def test_plot_handles_days_without_a_value_and_no_days(tmp_path, output):
+    rows = [dict(r) for r in output.day_metrics]
+    rows[1]["phi_t"] = None
+    rows[1]["delta_t"] = float("nan")
+    write_artifacts(SimulationOutput(output.params, output.scenario, [], [], rows, {}), tmp_path / "gap")
+    (svg,) = _svgs((tmp_path / "gap/out/metrics.html").read_text())
+    assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) >= 8  # phi and delta broken in two
+    with open(tmp_path / "gap/out/metrics.csv", newline="") as f:
+        second = list(csv.DictReader(f))[1]
+    assert second["phi_t"] == "" and second["delta_t"] == ""
+    write_artifacts(SimulationOutput(output.params, output.scenario, [], [], [], {}), tmp_path / "empty")
+    assert "No day metrics" in (tmp_path / "empty/out/metrics.html").read_text()
+    assert (tmp_path / "empty/out/metrics.csv").read_text().splitlines()[0].split(",") == list(DAY_METRIC_COLUMNS)
+
+
+def test_read_run_artifacts_gives_back_what_was_written(run_dir, output):
+    back = read_run_artifacts(run_dir)
+    assert back.events == output.events
+    assert back.day_metrics == output.day_metrics
+    assert [b["agent_id"] for b in back.balances] == [b["agent_id"] for b in output.balances]
+    assert back.scenario["cash_accounting"] == output.params.cash_accounting
+    assert back.dealer_metrics["total_trades"] == output.dealer_metrics["total_trades"]
+
+
+# -- corrupt artifacts ------------------------------------------------------------------------
+
+
+def test_truncated_events_line_names_the_file_and_line(run_dir):
+    path = run_dir / "out/events.jsonl"
+    data = path.read_bytes()
+    n_lines = data.count(b"\n")
+    path.write_bytes(data[: len(data) - 20])  # cut inside the last event
+    with pytest.raises(ArtifactCorrupt) as info:
+        read_run_artifacts(run_dir)
+    assert info.value.file == "out/events.jsonl"
+    assert info.value.line == n_lines
+    assert "out/events.jsonl, line" in str(info.value)
+
+
+def test_invalid_json_in_the_middle_of_events_names_its_line(run_dir):
+    path = run_dir / "out/events.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[4] = lines[4][:-7]
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ArtifactCorrupt, match=r"events.jsonl, line 5: invalid JSON"):
+        read_events(path)
+
+
+def test_event_without_phase_is_rejected(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"kind":"PhaseA","day":0,"phase":"simulation"}\n{"kind":"PhaseA","day":1}\n')
+    with pytest.raises(ArtifactCorrupt, match=r"line 2: event without phase"):
+        read_events(path)
+
+
+def test_invalid_yaml_names_the_file_and_line(run_dir):
+    path = run_dir / "scenario.yaml"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3] + ': [unclosed'
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArtifactCorrupt) as info:
+        read_run_artifacts(run_dir)
+    assert info.value.file == "scenario.yaml"
+    assert info.value.line is not None and 4 <= info.value.line <= 6
+    assert "invalid YAML" in str(info.value)
+
+
+def test_yaml_that_is_not_a_scenario_is_rejected(tmp_path):
+    path = tmp_path / "scenario.yaml"
+    path.write_text("version: 1\nname: x\n")
+    with pytest.raises(ArtifactCorrupt, match="missing key"):
+        read_scenario(path)
+
+
+def test_short_csv_row_names_its_line(run_dir):
+    path = run_dir / "out/balances.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:5])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArtifactCorrupt, match=r"out/balances.csv, line 4: expected 15 fields, found 5"):
+        read_run_artifacts(run_dir)
+
+
+def test_truncated_metrics_json_and_missing_file_are_named(run_dir):
+    path = run_dir / "out/metrics.json"
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(ArtifactCorrupt, match=r"out/metrics.json, line \d+: invalid JSON"):
+        read_run_artifacts(run_dir)
+    path.unlink()
+    with pytest.raises(ArtifactCorrupt, match=r"out/metrics.json: file is missing"):
+        read_run_artifacts(run_dir)
+
+
+def test_metrics_csv_and_json_that_disagree_on_days_are_rejected(run_dir):
+    path = run_dir / "out/metrics.csv"
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(ArtifactCorrupt, match=r"out/metrics.csv: \d+ day rows, but metrics.json has"):
+        read_run_artifacts(run_dir)
+
+
+def test_numpy_values_are_written_as_plain_numbers(tmp_path, output):
+    np = pytest.importorskip("numpy")
+    rows = [{"day": np.int64(1), "S_t": np.float64(10.5), "phi_t": np.float64(0.25)}]
+    scenario = dict(output.scenario, extra={"weight": np.float64(0.5), "count": np.int32(3)})
+    write_artifacts(SimulationOutput(output.params, scenario, [{"kind": "X", "day": np.int64(2), "phase": "simulation", "amount": np.float64(1.5)}], [], rows, {}, {"x": np.float32(0.5)}), tmp_path)
+    back = read_run_artifacts(tmp_path)
+    assert back.day_metrics == [{"day": 1, "S_t": 10.5, "phi_t": 0.25}]
+    assert back.events == [{"kind": "X", "day": 2, "phase": "simulation", "amount": 1.5}]
+    assert back.scenario["extra"] == {"weight": 0.5, "count": 3}
+    assert math.isclose(back.dealer_metrics["x"], 0.5)
