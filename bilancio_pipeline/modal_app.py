@@ -27,7 +27,7 @@ from typing import Any
 import modal
 
 import bilancio_pipeline
-from bilancio_pipeline.compute.modal import RunFailed
+from bilancio_pipeline.compute.modal import RunFailed, code_fingerprint
 
 APP_NAME = os.environ.get("BILANCIO_MODAL_APP") or "bilancio-pipeline"
 VOLUME_NAME = os.environ.get("BILANCIO_MODAL_VOLUME") or "bilancio-results"
@@ -150,6 +150,7 @@ def health_check() -> dict[str, Any]:
     return {
         "status": "ok",
         "version": bilancio_pipeline.__version__,
+        "engine_fingerprint": code_fingerprint(),
         "app": APP_NAME,
         "volume": VOLUME_NAME,
         "python": platform.python_version(),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import time
 import traceback
 import urllib.error
 import urllib.parse
@@ -40,14 +42,17 @@ def expected_url_kind(store: ArtifactStore) -> str:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "local":
         return LocalArtifactStore(tmp_path / "volume")
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3ArtifactStore(bucket, server.endpoint_url, server.access_key, server.secret_key, max_attempts=2)
+    return s3_store_for(request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket"))
 
 
 @pytest.fixture
 def s3_store(s3_server, s3_bucket) -> S3ArtifactStore:
-    return S3ArtifactStore(s3_bucket, s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key, max_attempts=2)
+    return s3_store_for(s3_server, s3_bucket)
+
+
+def s3_store_for(server, bucket: str, **options) -> S3ArtifactStore:
+    options.setdefault("max_attempts", 2)
+    return S3ArtifactStore(bucket, server.endpoint_url, server.access_key, server.secret_key, **options)
 
 
 def write_run_folder(folder: Path) -> None:
@@ -135,7 +140,10 @@ def test_listing_and_deleting_touch_exactly_the_prefix(store: ArtifactStore) -> 
     assert store.list_keys("job-a") == job_a
     assert store.list_keys("job-a/") == job_a
     assert store.list_keys("") == sorted(layout)
-    assert store.list_keys("job-a/runs/r1") == [run_key("job-a", "r1", "out/events.jsonl"), run_key("job-a", "r1", "scenario.yaml")]
+    assert store.list_keys("job-a/runs/r1") == [
+        run_key("job-a", "r1", "out/events.jsonl"),
+        run_key("job-a", "r1", "scenario.yaml"),
+    ]
     assert store.list_keys("job-c") == []
 
     assert store.delete_prefix(run_prefix("job-a", "r1")) == 2
@@ -326,7 +334,8 @@ def test_s3_listing_follows_pages_and_deletes_in_batches(s3_store: S3ArtifactSto
     list_calls, delete_calls = [], []
     s3_store.client.meta.events.register("before-parameter-build.s3.ListObjectsV2", lambda **kw: list_calls.append(1))
     s3_store.client.meta.events.register(
-        "before-parameter-build.s3.DeleteObjects", lambda params, **_: delete_calls.append(len(params["Delete"]["Objects"]))
+        "before-parameter-build.s3.DeleteObjects",
+        lambda params, **_: delete_calls.append(len(params["Delete"]["Objects"])),
     )
 
     assert s3_store.list_keys("job-a") == keys
@@ -339,8 +348,8 @@ def test_s3_listing_follows_pages_and_deletes_in_batches(s3_store: S3ArtifactSto
 
 @pytest.mark.s3
 def test_s3_store_prefix_keeps_its_objects_apart(s3_server, s3_bucket) -> None:
-    team = S3ArtifactStore(s3_bucket, s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key, prefix="team-a")
-    whole = S3ArtifactStore(s3_bucket, s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key)
+    team = s3_store_for(s3_server, s3_bucket, prefix="team-a")
+    whole = s3_store_for(s3_server, s3_bucket)
     whole.put_bytes("job-z/x.json", b"z")
 
     url = team.put_bytes("job-a/x.json", b"a")
@@ -376,12 +385,13 @@ def test_s3_tampered_signed_urls_are_refused(s3_store: S3ArtifactStore) -> None:
 
 @pytest.mark.s3
 def test_s3_signed_url_expires(s3_store: S3ArtifactStore) -> None:
-    import time
-
     s3_store.put_bytes("job-a/x.json", b"{}")
-    url = s3_store.signed_url("job-a/x.json", expires_seconds=1)
+    short = s3_store.signed_url("job-a/x.json", expires_seconds=1)
+    long = s3_store.signed_url("job-a/x.json", expires_seconds=60)
     time.sleep(2.2)
-    assert http_status(url) == 403
+
+    assert http_status(short) == 403
+    assert fetch(long) == b"{}"  # signed at the same moment: only the lifetime differs
 
 
 @pytest.mark.s3
@@ -414,11 +424,9 @@ def test_s3_errors_name_backend_bucket_and_key_but_never_the_secret(s3_server, s
 
 @pytest.mark.s3
 def test_s3_missing_bucket_and_unreachable_server_are_artifact_errors(s3_server) -> None:
-    missing = S3ArtifactStore("no-such-bucket-here", s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key, max_attempts=1)
+    missing = s3_store_for(s3_server, "no-such-bucket-here", max_attempts=1)
     with pytest.raises(ArtifactError, match=r"^r2: .*s3://no-such-bucket-here/job-a"):
         missing.list_keys("job-a")
-
-    import socket
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -451,7 +459,12 @@ def test_missing_weed_binary_fails_with_the_install_command(monkeypatch: pytest.
     ],
 )
 def test_s3_store_settings_are_checked_up_front(field: str, kwargs: dict) -> None:
-    settings = {"bucket": "b", "endpoint_url": "https://acct.r2.cloudflarestorage.com", "access_key_id": "id", "secret_access_key": "s3cr3t"}
+    settings = {
+        "bucket": "b",
+        "endpoint_url": "https://acct.r2.cloudflarestorage.com",
+        "access_key_id": "id",
+        "secret_access_key": "s3cr3t",
+    }
     with pytest.raises(ValueError, match=field) as raised:
         S3ArtifactStore(**{**settings, **kwargs})
     assert "s3cr3t" not in str(raised.value)
@@ -459,7 +472,13 @@ def test_s3_store_settings_are_checked_up_front(field: str, kwargs: dict) -> Non
 
 # -- choosing the store from the environment --------------------------------------------
 
-R2_ENV = ("BILANCIO_R2_BUCKET", "BILANCIO_R2_ENDPOINT_URL", "BILANCIO_R2_ACCOUNT_ID", "BILANCIO_R2_ACCESS_KEY_ID", "BILANCIO_R2_SECRET_ACCESS_KEY")
+R2_ENV = (
+    "BILANCIO_R2_BUCKET",
+    "BILANCIO_R2_ENDPOINT_URL",
+    "BILANCIO_R2_ACCOUNT_ID",
+    "BILANCIO_R2_ACCESS_KEY_ID",
+    "BILANCIO_R2_SECRET_ACCESS_KEY",
+)
 
 
 @pytest.fixture

@@ -136,3 +136,19 @@ def test_r2_asked_but_not_configured_is_a_clear_error(home):
     result = run("ls", "--volume", "r2")
     assert result.exit_code == 1
     assert "the r2 volume is asked for but the configured artifact store is local" in result.output
+
+
+def test_cleanup_prunes_partitions_of_the_configured_dagster_instance(home, tmp_path_factory, monkeypatch):
+    import dagster as dg
+
+    dagster_home = tmp_path_factory.mktemp("dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("sweeps", ["old-a", "new-c"])
+        instance.add_dynamic_partitions("runs", ["old-a_passive_aaaaaaaaaaaa", "new-c_passive_cccccccccccc"])
+    result = run("cleanup", "--older-than", "35", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "deleted old-a (1 objects, 2.0 KiB, 2 partitions)" in result.output
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("sweeps") == ["new-c"]
+        assert instance.get_dynamic_partitions("runs") == ["new-c_passive_cccccccccccc"]

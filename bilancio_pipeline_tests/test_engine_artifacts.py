@@ -109,7 +109,15 @@ def toy_output(params: RunParams, days: int = 20) -> SimulationOutput:
         s_t = dues_by_day[day]
         phi = settled_by_day.get(day, 0) / s_t
         mbar = 0.4 * s_t
-        day_metrics.append({"day": day, "S_t": s_t, "phi_t": phi, "delta_t": 1 - phi, "Mbar_t": mbar, "alpha_t": 1 - mbar / s_t, "M_t": money, "G_t": max(0, mbar - money), "Mpeak_t": 0.5 * s_t, "gross_settled_t": settled_by_day.get(day, 0), "v_t": 2 * phi if phi else None, "HHIplus_t": 0.07, "n_debtors": 20, "n_creditors": 21, "notes": ""})
+        steps = [e for e in events if e["kind"] == "PayableSettled" and e["day"] == day]
+        day_metrics.append({
+            "day": day, "S_t": s_t, "phi_t": phi, "delta_t": 1 - phi, "Mbar_t": mbar, "alpha_t": 1 - mbar / s_t, "M_t": money,
+            "G_t": max(0, mbar - money), "Mpeak_t": 0.5 * s_t, "gross_settled_t": settled_by_day.get(day, 0),
+            "v_t": 2 * phi if phi else None, "HHIplus_t": 0.07, "n_debtors": 20, "n_creditors": 21, "notes": "",
+            # helper lists the engine attaches for debtor_shares.csv and intraday.csv
+            "_debtor_shares": [{"day": day, "agent": a, "DS_t": Decimal(1) / 3} for a in ids[:3]],
+            "_intraday": [{"day": day, "step": k + 1, "payer": e["debtor"], "payee": e["creditor"], "amount": Decimal(e["amount"]), "P_prefix": Decimal(e["amount"]) * (k % 3)} for k, e in enumerate(steps)],
+        })
     balances = [
         {"agent_id": a, "agent_kind": "household", "agent_name": a, "assets_cash": cash[a], "assets_payable": 0, "liabilities_cash": 0, "liabilities_payable": sum(p["amount"] for p in live.values() if p["debtor"] == a), "net_financial": cash[a], "total_financial_assets": cash[a], "total_financial_liabilities": 0, "total_inventory_value": 0, "total_nonfinancial_value": 0}
         for a in ids
@@ -211,7 +219,7 @@ def test_metrics_csv_columns_are_sorted_and_equal_metrics_json(run_dir, output):
     assert tuple(header) == DAY_METRIC_COLUMNS
     from_json = orjson.loads((run_dir / "out/metrics.json").read_bytes())
     from_csv = read_csv_rows(run_dir / "out/metrics.csv")
-    assert from_json == output.day_metrics
+    assert from_json == [{k: v for k, v in row.items() if not k.startswith("_")} for row in output.day_metrics]
     assert len(from_csv) == len(from_json)
     for row_csv, row_json in zip(from_csv, from_json):
         for column in header:
@@ -220,6 +228,22 @@ def test_metrics_csv_columns_are_sorted_and_equal_metrics_json(run_dir, output):
                 expected = None
             assert row_csv[column] == expected, (column, row_json["day"])
             assert type(row_csv[column]) is type(expected), column
+
+
+def test_debtor_shares_and_intraday_csv_come_from_the_day_rows_helper_lists(run_dir, output):
+    with open(run_dir / "out/debtor_shares.csv", newline="") as f:
+        shares = list(csv.DictReader(f))
+    assert list(shares[0]) == ["DS_t", "agent", "day"]
+    assert len(shares) == sum(len(r["_debtor_shares"]) for r in output.day_metrics)
+    assert float(shares[0]["DS_t"]) == pytest.approx(1 / 3)
+    with open(run_dir / "out/intraday.csv", newline="") as f:
+        steps = list(csv.DictReader(f))
+    assert list(steps[0]) == ["P_prefix", "amount", "day", "payee", "payer", "step"]
+    first = next(step for r in output.day_metrics for step in r["_intraday"])
+    assert steps[0]["payer"] == first["payer"] and int(steps[0]["amount"]) == first["amount"]
+    # the helper lists stay out of the day table
+    assert "_intraday" not in (run_dir / "out/metrics.csv").read_text()
+    assert "_debtor_shares" not in (run_dir / "out/metrics.json").read_text()
 
 
 def test_dealer_metrics_json_is_written_in_both_regimes(run_dir, output):
@@ -235,9 +259,10 @@ def _svgs(html: str) -> list[ET.Element]:
 
 def test_metrics_html_has_the_sections_and_a_valid_svg_plot(run_dir, output):
     html = (run_dir / "out/metrics.html").read_text()
-    for section in ("Summary Across Days", "Day-by-Day Plot", "Day-by-Day Metrics", "Metric Explanations"):
+    for section in ("Summary Across Days", "Day-by-Day Plot", "Day-by-Day Metrics", "Debtor Shortfall Shares DS_t(i)", "Intraday Diagnostics: Prefix Liquidity P(s)", "Metric Explanations"):
         assert f"<h2>{section}</h2>" in html
-    (svg,) = _svgs(html)
+    svg, *intraday = _svgs(html)
+    assert len(intraday) == sum(1 for r in output.day_metrics if r["_intraday"])  # one small chart per day with settlements
     ns = "{http://www.w3.org/2000/svg}"
     # one polyline (or more, if broken by missing values) per plotted series, one bar per day
     assert len(svg.findall(f"{ns}polyline")) >= 6
@@ -260,9 +285,9 @@ def test_run_html_is_compact_and_lists_defaults_and_trades(run_dir, output):
     assert f"<h2>Defaults ({len(defaults)})</h2>" in html
     assert f"<h2>Trades ({len(trades)})</h2>" in html
     for event in defaults:
-        assert f"<td>{event['agent']}</td>" in html
+        assert f'<td class="l">{event["agent"]}</td>' in html
     if trades:
-        assert f"<td>{trades[0]['ticket_id']}</td>" in html
+        assert f'<td class="l">{trades[0]["ticket_id"]}</td>' in html
     else:
         assert "No dealer trades" in html
     for value in ("bilancio_compat", "delta_total", "cash_accounting"):
@@ -274,20 +299,24 @@ def test_plot_handles_days_without_a_value_and_no_days(tmp_path, output):
     rows[1]["phi_t"] = None
     rows[1]["delta_t"] = float("nan")
     write_artifacts(SimulationOutput(output.params, output.scenario, [], [], rows, {}), tmp_path / "gap")
-    (svg,) = _svgs((tmp_path / "gap/out/metrics.html").read_text())
+    svg = _svgs((tmp_path / "gap/out/metrics.html").read_text())[0]
     assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) >= 8  # phi and delta broken in two
     with open(tmp_path / "gap/out/metrics.csv", newline="") as f:
         second = list(csv.DictReader(f))[1]
     assert second["phi_t"] == "" and second["delta_t"] == ""
     write_artifacts(SimulationOutput(output.params, output.scenario, [], [], [], {}), tmp_path / "empty")
-    assert "No day metrics" in (tmp_path / "empty/out/metrics.html").read_text()
+    empty_html = (tmp_path / "empty/out/metrics.html").read_text()
+    assert "No day metrics" in empty_html and "No settlement steps" in empty_html and "No net debtors" in empty_html
     assert (tmp_path / "empty/out/metrics.csv").read_text().splitlines()[0].split(",") == list(DAY_METRIC_COLUMNS)
 
 
 def test_read_run_artifacts_gives_back_what_was_written(run_dir, output):
     back = read_run_artifacts(run_dir)
     assert back.events == output.events
-    assert back.day_metrics == output.day_metrics
+    assert back.day_metrics == [{k: v for k, v in row.items() if not k.startswith("_")} for row in output.day_metrics]
+    assert len(back.debtor_shares) == 3 * len(output.day_metrics)
+    assert back.debtor_shares[0] == {"DS_t": pytest.approx(1 / 3), "agent": "H1", "day": output.day_metrics[0]["day"]}
+    assert len(back.intraday) == sum(len(row["_intraday"]) for row in output.day_metrics)
     assert [b["agent_id"] for b in back.balances] == [b["agent_id"] for b in output.balances]
     assert back.scenario["cash_accounting"] == output.params.cash_accounting
     assert back.dealer_metrics["total_trades"] == output.dealer_metrics["total_trades"]
@@ -379,3 +408,63 @@ def test_numpy_values_are_written_as_plain_numbers(tmp_path, output):
     assert back.events == [{"kind": "X", "day": 2, "phase": "simulation", "amount": 1.5}]
     assert back.scenario["extra"] == {"weight": 0.5, "count": 3}
     assert math.isclose(back.dealer_metrics["x"], 0.5)
+
+
+# -- the YAML writer --------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from bilancio_pipeline.engine import plain_yaml  # noqa: E402
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+_plain_data = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), _plain_data, max_size=6))
+def test_plain_yaml_reads_back_exactly_with_libyaml(data):
+    assert yaml.load(plain_yaml.dump(data), Loader=yaml.CSafeLoader) == data
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["yes", "No", "on", "null", "~", "", " lead", "trail ", "a: b", "a #b", "- x", "1e3", "0x1F", "12:30", "2026-11-23", ".inf", "=", "<<", "é ρ μ", "tab\there", "nel\x85x", "line\u2028sep", "del\x7f", "'quote'", '"dq"', "{flow}", "[seq]", "&anchor", "*alias", "!tag", "%dir", "@at", "`bt", "|", ">", "?"],
+)
+def test_plain_yaml_quotes_strings_a_loader_would_misread(text):
+    assert yaml.load(plain_yaml.dump({text: [text, {"k": text}]}), Loader=yaml.CSafeLoader) == {text: [text, {"k": text}]}
+
+
+def test_plain_yaml_writes_special_numbers_readably():
+    data = {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"), "tiny": 1e-8, "huge": 1e300, "dec": Decimal("0.10"), "big": Decimal("1E+3")}
+    text = plain_yaml.dump(data)
+    back = yaml.load(text, Loader=yaml.CSafeLoader)
+    assert math.isnan(back["nan"]) and back["inf"] == math.inf and back["ninf"] == -math.inf
+    assert back["tiny"] == 1e-8 and back["huge"] == 1e300
+    assert back["dec"] == 0.1 and "dec: 0.1\n" in text
+    assert back["big"] == 1000 and isinstance(back["big"], int)
+    assert yaml.load(plain_yaml.dump({"t": (1, 2), "empty": {}, "none": [], "nested": [[1, [2]], []]}), Loader=yaml.CSafeLoader) == {"t": [1, 2], "empty": {}, "none": [], "nested": [[1, [2]], []]}
+    with pytest.raises(TypeError, match="cannot write object"):
+        plain_yaml.dump({"x": object()})
+
+
+# -- with the real engine -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("regime", ["passive", "active"])
+def test_artifacts_of_a_real_run_read_back_as_the_run_produced_them(tmp_path, regime):
+    from bilancio_pipeline.engine.run import simulate
+
+    params = RunParams(n_agents=12, kappa=0.5, mu=0.5, regime=regime, seed=7)
+    output = simulate(params)
+    write_artifacts(output, tmp_path)
+    back = read_run_artifacts(tmp_path)
+    assert back.events == orjson.loads(orjson.dumps(output.events))
+    assert [r["day"] for r in back.day_metrics] == [r["day"] for r in output.day_metrics]
+    assert back.day_metrics[0]["S_t"] == pytest.approx(float(output.day_metrics[0]["S_t"]))
+    assert len(back.balances) == len(output.balances)
+    assert back.scenario["cash_accounting"] == "conserving"
+    assert back.scenario["balanced_dealer"]["mode"] == regime
+    html = (tmp_path / "run.html").read_text()
+    assert f"<h2>Defaults ({output.summary['n_defaults']})</h2>" in html
+    assert f"<h2>Trades ({output.summary['total_trades']})</h2>" in html

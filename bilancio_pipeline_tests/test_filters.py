@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisWarning
 
 from bilancio_pipeline.storage import schema
 from bilancio_pipeline.storage.filters import (
@@ -23,6 +24,8 @@ from bilancio_pipeline.storage.filters import (
     to_postgrest,
     to_sqlalchemy,
 )
+
+pytestmark = pytest.mark.filterwarnings("ignore", category=HypothesisWarning)  # long reprs of big trees
 
 # --- a small SQLite table with the view's column types and rows with NULLs ----------------
 
@@ -230,6 +233,10 @@ def test_postgrest_params():
     assert to_postgrest(parse_filter("kappa < 0.5 or (mu = 1 and seed > 3)")) == [("or", "(kappa.lt.0.5,and(mu.eq.1,seed.gt.3))")]
     assert to_postgrest(parse_filter("error = null and not kappa = 1")) == [("error", "is.null"), ("kappa", "not.eq.1")]
     assert to_postgrest(parse_filter("not (kappa = 1 or mu = 2)")) == [("not.or", "(kappa.eq.1,mu.eq.2)")]
+    assert to_postgrest(parse_filter("kappa < 1 and (mu = 0 or seed > 2)")) == [("kappa", "lt.1"), ("or", "(mu.eq.0,seed.gt.2)")]
+    assert to_postgrest(parse_filter("(kappa < 1 or mu = 0) and (seed > 2 or seed < 1)")) == [
+        ("and", "(or(kappa.lt.1,mu.eq.0),or(seed.gt.2,seed.lt.1))"),
+    ]
     assert to_postgrest(parse_filter("regime = '),or=(' or regime = 'a\"b\\\\c'")) == [
         ("or", '(regime.eq."),or=(",regime.eq."a\\"b\\\\\\\\c")'),
     ]

@@ -198,6 +198,15 @@ def test_check_rejects_a_different_deployed_version():
         ModalCompute(functions={"health_check": OldDeployment()}).check()
 
 
+def test_check_rejects_the_same_version_with_other_engine_code():
+    class StaleDeployment:
+        def remote(self):
+            return {**modal_app.health_check.local(), "engine_fingerprint": "0123456789abcdef"}
+
+    with pytest.raises(ModalNotReady, match=r"different engine code.*modal deploy"):
+        ModalCompute(functions={"health_check": StaleDeployment()}).check()
+
+
 def test_check_without_a_token_says_how_to_configure_modal():
     # Function.from_name with no token configured fails at once with Modal's AuthError.
     with pytest.raises(ModalNotReady, match=r"not configured.*modal token new.*modal deploy"):
@@ -207,3 +216,53 @@ def test_check_without_a_token_says_how_to_configure_modal():
 def test_max_concurrency_must_be_positive():
     with pytest.raises(ValueError, match="max_concurrency"):
         ModalCompute(max_concurrency=0)
+
+
+# --- a whole sweep through Dagster, on "Modal" --------------------------------------------
+
+
+def test_a_sweep_materializes_through_modal_with_one_failed_run(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from bilancio_pipeline.compute import modal as modal_compute
+    from bilancio_pipeline.defs.inprocess import run_sweep
+    from bilancio_pipeline.defs.resources import ComputeResource
+    from bilancio_pipeline.definitions import build_definitions
+    from bilancio_pipeline.storage.config import store_from_env
+
+    for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY", "BILANCIO_R2_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    volume_dir = tmp_path / "modal-volume"
+    monkeypatch.setenv("BILANCIO_MODAL_RESULTS_DIR", str(volume_dir))
+
+    def lost_container(item):  # one run's container dies; Modal reports it without its run id
+        p = item["params"]
+        return ConnectionError("container lost") if (p["regime"], p["kappa"], p["seed"]) == ("active", 1.0, 1) else None
+
+    handles = local_functions(fail=lost_container)
+    monkeypatch.setattr(modal_compute, "deployed_function", lambda app_name, name: handles[name])
+    spec = {"n_agents": 8, "maturity_days": 4, "kappas": [0.5, 1.0], "concentrations": [1.0], "mus": [0.5],
+            "outside_mid_ratios": [1.0], "seeds": [1, 2], "job_id": "modal-sweep", "executor": "modal"}
+
+    with dg.DagsterInstance.get() as instance:
+        progress = run_sweep(build_definitions(compute=ComputeResource(executor="modal")), instance, spec, batch_size=3)
+        materialized = instance.get_materialized_partitions(dg.AssetKey("run_metrics"))
+
+    assert (progress.total, progress.failed) == (8, 1)
+    store = store_from_env()
+    runs = {r["run_id"]: r for r in store.list_runs("modal-sweep")}
+    failed = {k for k, r in runs.items() if r["status"] == "failed"}
+    assert len(runs) == 8 and len(failed) == 1
+    (lost,) = failed
+    assert runs[lost]["regime"] == "active" and runs[lost]["kappa"] == 1.0 and runs[lost]["seed"] == 1
+    assert "container lost" in runs[lost]["error"]
+    assert materialized == set(runs) - failed
+    assert sum(call["size"] for call in handles["run_simulation"].map_calls) == 8
+    for run_id in set(runs) - failed:
+        urls = runs[run_id]["artifact_urls"]
+        assert urls and all(u.startswith("modal://bilancio-results/modal-sweep/runs/") for u in urls.values())
+        assert all((volume_dir / u.removeprefix("modal://bilancio-results/")).is_file() for u in urls.values())
+    store.close()

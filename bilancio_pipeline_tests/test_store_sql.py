@@ -407,3 +407,92 @@ def test_delete_job_cascades_to_every_table(sql_store):
 
 def test_ping(sql_store):
     sql_store.ping()
+
+
+# --- a store that is down or refuses a write ----------------------------------------------
+
+DUMMY_PASSWORD = "dummy-Pa55word-never-shown"
+
+
+def with_password(url: str, scheme: str = "postgresql") -> str:
+    """The same database, reached as postgres:PASSWORD (the test server trusts any password)."""
+    return url.replace("postgresql+psycopg2://postgres@", f"{scheme}://postgres:{DUMMY_PASSWORD}@")
+
+
+def test_refused_write_rolls_back_the_whole_call_and_keeps_stored_rows(sql_store):
+    run_ids = seeded(sql_store, 3000)
+    sql_store.upsert_metrics([make_metrics(r, delta_total=1.0) for r in run_ids[:10]])
+    batch = [make_metrics(r, delta_total=2.0) for r in run_ids]
+    batch[2500] = make_metrics("ghost-run-in-the-middle", delta_total=2.0)  # violates the foreign key
+    with pytest.raises(StoreError) as info:
+        sql_store.upsert_metrics(batch)
+    assert info.value.backend == sql_store.backend and str(info.value).startswith(f"{sql_store.backend}: ")
+    stored = sql_store.get_metrics(run_ids)
+    assert [m["run_id"] for m in stored] == run_ids[:10]  # none of the 3000 went in
+    assert {m["delta_total"] for m in stored} == {1.0}  # the earlier values are intact
+
+
+def test_unreachable_postgres_is_a_transient_store_error_without_password():
+    from bilancio_pipeline.benchmarks.pg_server import free_port
+
+    store = SqlStore(f"postgresql://bilancio:{DUMMY_PASSWORD}@127.0.0.1:{free_port()}/bilancio?connect_timeout=3")
+    with pytest.raises(StoreError) as info:
+        store.list_jobs()
+    error = info.value
+    assert error.backend == "postgres" and error.transient
+    assert str(error).startswith("postgres: ")
+    assert "127.0.0.1" in str(error)
+    assert DUMMY_PASSWORD not in str(error) and DUMMY_PASSWORD not in repr(error)
+    assert DUMMY_PASSWORD not in repr(store)
+    with pytest.raises(StoreError) as info:
+        store.upsert_runs([make_run("r1")])
+    assert info.value.transient and DUMMY_PASSWORD not in str(info.value)
+    store.close()
+
+
+def test_constraint_error_on_postgres_has_no_password(postgres_url):
+    store = SqlStore(with_password(postgres_url))
+    store.save_job(make_job())
+    with pytest.raises(StoreError) as info:
+        store.upsert_metrics([make_metrics("ghost")])
+    assert not info.value.transient and DUMMY_PASSWORD not in str(info.value)
+    store.close()
+
+
+def test_unparseable_url_error_has_no_password():
+    with pytest.raises(StoreError) as info:
+        SqlStore(f"postgresql://user:{DUMMY_PASSWORD}@host:notaport/db")
+    assert DUMMY_PASSWORD not in str(info.value)
+    with pytest.raises(StoreError, match="unsupported"):
+        SqlStore("mysql://user@host/db")
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_plain_supabase_style_urls_use_psycopg2(postgres_url, scheme):
+    store = SqlStore(with_password(postgres_url, scheme))
+    assert store.backend == "postgres" and store.url.drivername == "postgresql+psycopg2"
+    store.save_job(make_job())
+    assert store.get_job("brave-blue-fox")["n_agents"] == 5
+    store.close()
+
+
+def test_postgres_without_migrations_says_to_run_them(postgres_server):
+    postgres_server.create_database("not_migrated")
+    try:
+        store = SqlStore(postgres_server.url("not_migrated"))
+        with pytest.raises(StoreError) as info:
+            store.list_jobs()
+        assert "supabase/migrations" in str(info.value) and "jobs" in str(info.value)
+        assert not info.value.transient
+        store.close()
+    finally:
+        postgres_server.drop_database("not_migrated")
+
+
+def test_sqlite_creates_its_directory_and_schema_and_reopens(tmp_path):
+    url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'bilancio.db'}"
+    with SqlStore(url) as store:
+        store.save_job(make_job())
+    assert (tmp_path / "deep" / "er" / "bilancio.db").is_file()
+    with SqlStore(url) as again:  # a second open finds, and keeps, what is there
+        assert again.get_job("brave-blue-fox")["kappas"] == [0.5, 1.0, 2.25]

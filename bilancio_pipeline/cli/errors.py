@@ -22,6 +22,7 @@ _SECRET_VARS = (
     "BILANCIO_SUPABASE_KEY", "BILANCIO_SUPABASE_DB_URL", "BILANCIO_R2_SECRET_ACCESS_KEY",
     "BILANCIO_R2_ACCESS_KEY_ID",
 )
+CLI_RETRY_DEADLINE_S = 15
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
 
 
@@ -87,6 +88,8 @@ def open_store() -> Iterator[Store]:
     from bilancio_pipeline.storage.config import store_from_env
 
     store = store_from_env()
+    if getattr(store, "deadline_s", None):  # REST retries transient failures: a person waits less
+        store.deadline_s = min(store.deadline_s, CLI_RETRY_DEADLINE_S)
     try:
         yield store
     finally:

@@ -15,6 +15,8 @@ COMMANDS = {
     "artifacts": "bilancio_pipeline.cli.artifacts",
     "volume": "bilancio_pipeline.cli.volume",
     "report": "bilancio_pipeline.cli.report",
+    "demo": "bilancio_pipeline.cli.demo",
+    "ui": "bilancio_pipeline.cli.ui",
 }
 
 

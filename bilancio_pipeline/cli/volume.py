@@ -21,6 +21,12 @@ from bilancio_pipeline.storage.base import NotFound
 from bilancio_pipeline.storage.schema import JOB_STATUSES
 
 COLUMNS = ("job_id", "status", "n_objects", "total_bytes", "size", "last_modified", "age_days")
+TABLE_COLUMNS = tuple(c for c in COLUMNS if c != "total_bytes")
+HEADERS = {"n_objects": "objects", "age_days": "age (days)"}
+
+
+def experiments(n: int) -> str:
+    return f"{n} experiment{'' if n == 1 else 's'}"
 
 
 def human_bytes(n: int) -> str:
@@ -94,8 +100,8 @@ def ls(volume, fmt):
     if not rows:
         echo(f"The {kind} volume holds no experiments.")
         return
-    echo(render_rows(rows, "table", [c for c in COLUMNS if c != "total_bytes"], headers={"n_objects": "objects", "age_days": "age (days)"}))
-    echo(f"Total: {len(rows)} experiments, {human_bytes(sum(j.total_bytes for j in jobs))} on the {kind} volume")
+    echo(render_rows(rows, "table", TABLE_COLUMNS, headers=HEADERS))
+    echo(f"Total: {experiments(len(rows))}, {human_bytes(sum(j.total_bytes for j in jobs))} on the {kind} volume")
 
 
 def _delete(plan: list[StoredJob], kind: str, store_volume, store, dry_run: bool, yes: bool, delete_rows: bool) -> CleanupReport:
@@ -103,15 +109,15 @@ def _delete(plan: list[StoredJob], kind: str, store_volume, store, dry_run: bool
     if not plan:
         echo(f"Nothing to delete on the {kind} volume.")
         return CleanupReport(dry_run=dry_run, volume=kind)
-    echo(render_rows(_rows(plan, _statuses(store, plan)), "table", ("job_id", "status", "n_objects", "size", "last_modified", "age_days")))
+    echo(render_rows(_rows(plan, _statuses(store, plan)), "table", TABLE_COLUMNS, headers=HEADERS))
     total = human_bytes(sum(j.total_bytes for j in plan))
-    echo(f"Total: {len(plan)} experiments, {total}")
+    echo(f"Total: {experiments(len(plan))}, {total}")
     if dry_run:
-        echo(f"[dry run] nothing deleted; {len(plan)} experiments ({total}) would be deleted from the {kind} volume.")
+        echo(f"[dry run] nothing deleted; {experiments(len(plan))} ({total}) would be deleted from the {kind} volume.")
         return run_cleanup(plan, store_volume, store, dry_run=True)
     what = "and their rows in the store " if delete_rows else ""
     if not yes:
-        click.confirm(f"Delete these {len(plan)} experiments {what}from the {kind} volume?", abort=True)
+        click.confirm(f"Delete {'this experiment' if len(plan) == 1 else f'these {len(plan)} experiments'} {what}from the {kind} volume?", abort=True)
     instance = _dagster_instance()
 
     def progress(job: StoredJob) -> None:
@@ -122,10 +128,14 @@ def _delete(plan: list[StoredJob], kind: str, store_volume, store, dry_run: bool
             partitions = f", {delete_job_partitions(instance, job.job_id)} partitions"
         echo(f"deleted {job.job_id} ({job.n_objects} objects, {human_bytes(job.total_bytes)}{partitions})")
 
-    report = run_cleanup(plan, store_volume, store, dry_run=False, delete_rows=delete_rows, on_deleted=progress)
+    try:
+        report = run_cleanup(plan, store_volume, store, dry_run=False, delete_rows=delete_rows, on_deleted=progress)
+    finally:
+        if instance is not None:
+            instance.dispose()
     for job_id, error in report.failed.items():
         echo(f"FAILED {job_id}: {error}")
-    echo(f"Deleted: {len(report.deleted)} experiments ({human_bytes(report.total_bytes)}), failed: {len(report.failed)}")
+    echo(f"Deleted: {experiments(len(report.deleted))} ({human_bytes(report.total_bytes)}), failed: {len(report.failed)}")
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} experiment(s) could not be deleted")
     return report

@@ -22,6 +22,19 @@ def deployed_function(app_name: str, name: str) -> Any:
     return modal.Function.from_name(app_name, name)
 
 
+def code_fingerprint() -> str:
+    """A short hash of the engine's source: the deployed app and this client must agree on it,
+    so a code change that did not bump the version is caught too."""
+    import hashlib
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parent.parent / "engine"
+    digest = hashlib.sha256()
+    for path in sorted(engine.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 class RunFailed(RuntimeError):
     """One simulation failed inside its Modal function; carries the run id so the failure can
     be matched to its task when results arrive out of order. Picklable (args only)."""
@@ -63,11 +76,17 @@ class ModalCompute(Compute):
             info = self.lookup("health_check").remote()
         except Exception as exc:
             raise ModalNotReady(_not_ready_message(self.app_name, exc)) from None
-        deployed = (info or {}).get("version")
+        info = info or {}
+        deployed = info.get("version")
         if deployed != __version__:
             raise ModalNotReady(
                 f"the Modal app {self.app_name!r} runs bilancio_pipeline {deployed}, this code is {__version__}: "
                 "redeploy it with `modal deploy bilancio_pipeline/modal_app.py`"
+            )
+        if info.get("engine_fingerprint") != code_fingerprint():
+            raise ModalNotReady(
+                f"the Modal app {self.app_name!r} runs different engine code than this checkout (same version "
+                f"{__version__}): redeploy it with `modal deploy bilancio_pipeline/modal_app.py`"
             )
 
     def run_batch(self, tasks: Sequence[RunTask], artifacts_root: str) -> Iterator[RunOutcome]:

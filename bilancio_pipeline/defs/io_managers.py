@@ -18,9 +18,9 @@ from bilancio_pipeline.defs.resources import StoreResource
 from bilancio_pipeline.storage.base import Row, Store
 from bilancio_pipeline.storage.schema import CONFLICT_KEYS, TABLES
 
-_WRITERS = {
-    "runs": Store.upsert_runs,
-    "metrics": Store.upsert_metrics,
+_WRITERS = {  # table -> how a store writes its rows in bulk
+    "runs": lambda store, rows: store.upsert_runs(rows),
+    "metrics": lambda store, rows: store.upsert_metrics(rows),
     "job_metrics": lambda store, rows: [store.save_job_metrics(r) for r in rows],
 }
 

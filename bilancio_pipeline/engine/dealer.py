@@ -22,6 +22,7 @@ because the kernel is already recomputed after every trade and is a pure functio
 from __future__ import annotations
 
 import random
+import numpy as np
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -42,8 +43,30 @@ BUY_PREMIUM = Decimal("0.01")
 LIQUIDITY_FACTOR_FLOOR = Decimal("0.75")
 LOOKBACK_DAYS = 5
 PLANNING_HORIZON = 10
+BUY_RESERVE_FRACTION = Decimal("0.5")  # the balanced-dealer config default (the profile's own default is 1.0)
 TRADING_ROUNDS = 100
 DEALER_RNG_SEED = 42
+
+
+def _peek_words(rng: random.Random, count: int) -> list[int]:
+    """The next `count` 32-bit outputs of rng, without advancing it."""
+    probe = random.Random()
+    probe.setstate(rng.getstate())
+    return np.frombuffer(probe.getrandbits(32 * count).to_bytes(4 * count, "little"), dtype="<u4").tolist()
+
+
+def _count_words(words: list[int], thresholds: list[int], rounds: int) -> int | None:
+    """Words consumed by `rounds` passes of rejection draws with these acceptance thresholds,
+    or None when `words` runs out first."""
+    stream = iter(words)
+    for _ in range(rounds):
+        for threshold in thresholds:
+            for word in stream:
+                if word < threshold:
+                    break
+            else:
+                return None
+    return len(words) - len(list(stream))
 
 
 class Ticket:
@@ -63,16 +86,32 @@ class Ticket:
 class Desk:
     """A dealer (with kernel state) or a VBT of one bucket; `agent` is its ledger index."""
 
-    __slots__ = ("agent", "inventory", "cash", "M", "O", "A", "B", "x", "K", "X", "bid", "ask", "pinned")
+    __slots__ = ("agent", "inventory", "cash", "M", "O", "A", "B", "x", "K", "X", "bid", "ask", "pinned", "_first")
 
     def __init__(self, agent: int):
         self.agent = agent
-        self.inventory: list[Ticket] = []
+        self.inventory: list[Ticket] = []  # change only through add()/discard(): they reset the cache
+        self._first: Ticket | None = None
         self.cash = D0
         self.M = self.O = self.A = self.B = D0
         self.x = self.X = self.bid = self.ask = D0
         self.K = 0
         self.pinned = False
+
+    def add(self, t: Ticket) -> None:
+        self.inventory.append(t)
+        self._first = None
+
+    def discard(self, t: Ticket) -> None:
+        if t in self.inventory:
+            self.inventory.remove(t)
+            self._first = None
+
+    def first_to_sell(self) -> Ticket:
+        """Earliest maturity, then lowest serial (the original's choice when no issuer is preferred)."""
+        if self._first is None:
+            self._first = min(self.inventory, key=lambda x: (x.maturity, x.serial))
+        return self._first
 
 
 def recompute_quotes(vbt: Desk) -> None:
@@ -191,7 +230,7 @@ class DealerMarket:
         for t in self.tickets.values():
             if t.owner >= n:
                 desk_bucket = (t.owner - n) // 2
-                (self.vbts if (t.owner - n) % 2 == 0 else self.dealers)[desk_bucket].inventory.append(t)
+                (self.vbts if (t.owner - n) % 2 == 0 else self.dealers)[desk_bucket].add(t)
         for b in range(3):
             vbt = self.vbts[b]
             vbt.cash = Decimal(ledger.cash[vbt.agent])
@@ -255,8 +294,7 @@ class DealerMarket:
 
     def _detach(self, t: Ticket) -> None:
         for desk in (self.dealers[t.bucket], self.vbts[t.bucket]):
-            if t in desk.inventory:
-                desk.inventory.remove(t)
+            desk.discard(t)
         if t.owner < self.n and t in self.traders[t.owner].owned:
             self.traders[t.owner].owned.remove(t)
         if t.issuer < self.n and t in self.traders[t.issuer].obligations:
@@ -289,7 +327,7 @@ class DealerMarket:
                 desk_list = self.vbts if (owner - n) % 2 == 0 else self.dealers
                 desk = desk_list[bucket]
                 t.owner = desk.agent
-                desk.inventory.append(t)
+                desk.add(t)
                 if desk.agent != owner:
                     p.creditor = p.holder = desk.agent
             else:
@@ -311,8 +349,7 @@ class DealerMarket:
                 continue
             old = t.bucket
             for desk in (self.dealers[old], self.vbts[old]):
-                if t in desk.inventory:
-                    desk.inventory.remove(t)
+                desk.discard(t)
             t.bucket = bucket
             if t.owner >= n:
                 desk_list = self.vbts if (t.owner - n) % 2 == 0 else self.dealers
@@ -321,7 +358,7 @@ class DealerMarket:
                 if desk.agent != t.owner:
                     p.creditor = p.holder = desk.agent  # the desk of the new bucket becomes creditor
                 t.owner = desk.agent
-                desk.inventory.append(t)
+                desk.add(t)
         for serial in matured:
             del self.tickets[serial]
 
@@ -343,7 +380,7 @@ class DealerMarket:
         return bool(tr.owned) and tr.upcoming_shortfall(day, PLANNING_HORIZON) > 0
 
     def _buy_budget(self, tr: Trader, day: int) -> Decimal | None:
-        surplus = tr.cash - tr.dues_within(day, PLANNING_HORIZON)
+        surplus = tr.cash - BUY_RESERVE_FRACTION * tr.dues_within(day, PLANNING_HORIZON)
         return surplus / 2 if surplus > 0 else None
 
     def _trade(self, day: int) -> None:
@@ -405,13 +442,24 @@ class DealerMarket:
             buys = {i: buys[i] for i in sorted(buys, key=position.__getitem__)}
 
     def _replay_shuffles(self, rounds: int, n_sell: int, n_buy: int) -> None:
-        """Consume the random numbers that `rounds` shuffles of lists of these sizes would."""
-        randbelow = self.rng._randbelow  # same draws as shuffle() makes
-        sizes = [s for s in (n_sell, n_buy) if s > 1]
-        for _ in range(rounds):
-            for size in sizes:
-                for i in range(size - 1, 0, -1):
-                    randbelow(i + 1)
+        """Advance the RNG exactly as `rounds` x (shuffle(sells), shuffle(buys)) would.
+
+        shuffle() draws randbelow(n) for n = size .. 2; each draw takes one 32-bit word w and
+        accepts it when w >> (32 - k) < n, k = n.bit_length(), else takes another word. The
+        words are read in bulk from a copy of the generator, the accepted positions found, and
+        the real generator advanced by that many words with a single getrandbits call."""
+        thresholds = [n << (32 - n.bit_length()) for size in (n_sell, n_buy) for n in range(size, 1, -1)]
+        if not thresholds or rounds <= 0:
+            return
+        draws = len(thresholds) * rounds
+        budget = 2 * draws + 256
+        while True:
+            words = _peek_words(self.rng, budget)
+            used = _count_words(words, thresholds, rounds)
+            if used is not None:
+                break
+            budget *= 2
+        self.rng.getrandbits(32 * used)
 
     def _ev(self, t: Ticket) -> Decimal:
         return (D1 - self.p_default) * t.face
@@ -465,7 +513,7 @@ class DealerMarket:
                     interior = can_interior_buy(dealer, S)
         desk = dealer if interior else vbt
         unit_price = dealer.bid if interior else vbt.B
-        desk.inventory.append(t)
+        desk.add(t)
         scaled = unit_price * t.face
         if self.compat:
             desk.cash -= unit_price  # the original's unit/face mismatch
@@ -497,7 +545,7 @@ class DealerMarket:
             if not source.inventory:
                 continue
             unit_price = dealer.ask if interior else vbt.A
-            t = min(source.inventory, key=lambda x: (x.maturity, x.serial))
+            t = source.first_to_sell()
             # EV gate: EV >= ask*face + [0.01 + avg(p, prior) * max(0.75, 1 - cash share)] * face
             ev = self._ev(t)
             asset_value = sum((self._ev(o) for o in tr.owned), D0) + ev
@@ -523,7 +571,7 @@ class DealerMarket:
                 tr.cash += paid
                 tr.owned.pop()
                 continue
-            source.inventory.remove(t)
+            source.discard(t)
             source.cash += unit_price if self.compat else paid
             t.owner = tr.agent
             recompute_kernel(dealer, vbt, S)
@@ -575,8 +623,8 @@ class DealerMarket:
             if delta == 0:
                 continue
             if delta > 0:
-                amount = round(delta)
-                if amount:
+                amount = round(delta)  # the original mints (and logs) even when this rounds to 0
+                if True:
                     cash[entity.agent] += amount
                     ledger.cb_minted += amount
                     self.stats["cash_minted"] += amount

@@ -22,13 +22,15 @@ _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./()=,;+-]*(?: [A-Za-z0-9_./()=,;+-]+
 # the YAML 1.1 booleans and nulls a loader would not read as strings
 _RESERVED = frozenset("y Y yes Yes YES n N no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split())
 # characters YAML does not allow raw in a stream, or reads as line breaks
-_NOT_PRINTABLE = re.compile("[\x7f-\x84\x86-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+_NOT_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 _quoted_cache: dict[str, str] = {}  # scenario strings repeat a lot (keys, kinds, agent ids)
 
 
 def dump(data: dict[str, Any]) -> str:
     """YAML text of a mapping."""
+    if not data:
+        return "{}\n"
     out: list[str] = []
     _emit_mapping(data, "", out)
     return "".join(out)

@@ -113,14 +113,12 @@ def _cards(items: Iterable[tuple[str, Any]]) -> str:
     return '<div class="cards">' + "".join(f'<div class="card"><div class="muted small">{escape(label)}</div><div class="v">{fmt(value)}</div></div>' for label, value in items) + "</div>"
 
 
-def _table(columns: list[str], rows: Iterable[Iterable[Any]], text_columns: int = 0) -> str:
-    """A table; the first text_columns columns are left-aligned text, the rest numbers."""
-    head = "".join(f'<th class="l">{escape(c)}</th>' if i < text_columns else f"<th>{escape(c)}</th>" for i, c in enumerate(columns))
+def _table(columns: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """A table; text cells are left-aligned, numbers right-aligned."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     lines = []
     for row in rows:
-        cells = [fmt(v) for v in row]
-        lead = "".join(f'<td class="l">{c}</td>' for c in cells[:text_columns])
-        lines.append(f"<tr>{lead}<td>" + "</td><td>".join(cells[text_columns:]) + "</td></tr>" if len(cells) > text_columns else f"<tr>{lead}</tr>")
+        lines.append("<tr>" + "".join(f'<td class="l">{fmt(v)}</td>' if type(v) is str else f"<td>{fmt(v)}</td>" for v in row) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
@@ -150,7 +148,7 @@ def _nice_ceiling(value: float) -> float:
     return 10 * power
 
 
-def _polylines(points: list[tuple[float, float] | None], colour: str, dash: str = "") -> str:
+def _polylines(points: list[tuple[float, float] | None], colour: str, dash: str = "", width: float = 2) -> str:
     """One polyline per run of defined points (a day without a value breaks the line)."""
     segments, current = [], []
     for point in points + [None]:
@@ -162,7 +160,7 @@ def _polylines(points: list[tuple[float, float] | None], colour: str, dash: str 
             current.append(point)
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
     return "".join(
-        f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash_attr} points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in seg) + '"/>'
+        f'<polyline fill="none" stroke="{colour}" stroke-width="{width}"{dash_attr} points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in seg) + '"/>'
         for seg in segments
     )
 
@@ -229,7 +227,8 @@ def day_metrics_svg(rows: list[dict[str, Any]], width: int = 760) -> str:
         for r in rows:
             v = _number(r.get(key))
             points.append(None if v is None else (x(int(r["day"])), y_amount(v)))
-        parts.append(_polylines(points, colour))
+        # gross settled is drawn wide underneath, so it stays visible where M^peak_t equals it
+        parts.append(_polylines(points, colour, width=5 if key == "gross_settled_t" else 2))
         for r, point in zip(rows, points):
             if point is not None:
                 parts.append(f'<circle cx="{point[0]:.1f}" cy="{point[1]:.1f}" r="2.5" fill="{colour}"><title>day {r["day"]}: {key} = {fmt(r.get(key))}</title></circle>')
@@ -259,8 +258,8 @@ def _legend(x: float, y: float, items: list[tuple[str, str]]) -> str:
 # metrics.html
 
 
-def _day_summary(output: SimulationOutput) -> list[tuple[str, Any]]:
-    rows, summary = output.day_metrics, output.summary
+def _day_summary(output: SimulationOutput, rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    summary = output.summary
 
     def total(key: str) -> float:
         return sum(v for r in rows if (v := _number(r.get(key))) is not None)
@@ -297,15 +296,74 @@ def _explanations() -> str:
     return "<dl>" + "".join(f"<dt>{escape(term)}</dt><dd>{escape(text)}</dd>" for term, text in EXPLANATIONS) + "</dl>"
 
 
-def render_metrics_html(output: SimulationOutput) -> str:
+def _debtor_share_matrix(shares: list[dict[str, Any]]) -> str:
+    """DS_t(i) as one agent-by-day table (an agent that is no net debtor that day: blank)."""
+    if not shares:
+        return _empty("No net debtors on the analysed days.")
+    days = sorted({s["day"] for s in shares})
+    by_agent: dict[str, dict[Any, Any]] = {}
+    for s in shares:
+        by_agent.setdefault(str(s["agent"]), {})[s["day"]] = s.get("DS_t")
+    agents = sorted(by_agent, key=_agent_order)
+    rows = ([agent] + [by_agent[agent].get(day, "") for day in days] for agent in agents)
+    return _table(["agent"] + [f"day {d}" for d in days], rows)
+
+
+def _agent_order(agent: str) -> tuple[int, str]:
+    digits = agent.lstrip("Habcdefghijklmnopqrstuvwxyz_")  # H12 sorts after H2
+    return (int(digits), agent) if digits.isdigit() else (10**9, agent)
+
+
+def intraday_svgs(steps: list[dict[str, Any]]) -> str:
+    """One small chart per day of the prefix liquidity P(s) over the day's settlement steps."""
+    by_day: dict[Any, list[float]] = {}
+    for step in steps:
+        value = _number(step.get("P_prefix"))
+        if value is not None:
+            by_day.setdefault(step["day"], []).append(value)
+    if not by_day:
+        return _empty("No settlement steps.")
+    width, height, pad = 230, 90, 6
+    charts = []
+    for day, values in sorted(by_day.items()):
+        peak = max(values) or 1.0
+        n = len(values)
+        dx = (width - 2 * pad) / max(1, n)
+        points = [f"{pad:.1f},{height - pad:.1f}"]
+        for i, v in enumerate(values):  # a step line: P(s) holds until the next settlement
+            y = height - pad - (height - 2 * pad) * v / peak
+            points.append(f"{pad + i * dx:.1f},{y:.1f} {pad + (i + 1) * dx:.1f},{y:.1f}")
+        charts.append(
+            f'<figure style="margin:0"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa" stroke="#e4e4e4"/>'
+            f'<polyline fill="none" stroke="#8c564b" stroke-width="1.5" points="{" ".join(points)}"><title>day {day}: {n} steps, M^peak = {fmt(peak)}</title></polyline>'
+            f'</svg><figcaption class="small muted">day {day}: {n} steps, M^peak {fmt(peak)}</figcaption></figure>'
+        )
+    return '<div style="display:flex;flex-wrap:wrap;gap:10px">' + "".join(charts) + "</div>"
+
+
+def render_metrics_html(
+    output: SimulationOutput,
+    days: list[dict[str, Any]] | None = None,
+    debtor_shares: list[dict[str, Any]] = (),
+    intraday: list[dict[str, Any]] = (),
+) -> str:
+    """out/metrics.html; `days` are the day rows without helper keys (default: output's)."""
+    days = output.day_metrics if days is None else days
     name = output.scenario.get("name") or "Kalecki ring"
     return _page(
         f"Day metrics: {name}",
         _params_line(output),
         [
-            _section("Summary Across Days", _cards(_day_summary(output))),
-            _section("Day-by-Day Plot", day_metrics_svg(output.day_metrics)),
-            _section("Day-by-Day Metrics", _day_table(output.day_metrics)),
+            _section("Summary Across Days", _cards(_day_summary(output, days))),
+            _section("Day-by-Day Plot", day_metrics_svg(days)),
+            _section("Day-by-Day Metrics", _day_table(days)),
+            _section("Debtor Shortfall Shares DS_t(i)", _debtor_share_matrix(list(debtor_shares))),
+            _section(
+                "Intraday Diagnostics: Prefix Liquidity P(s)",
+                '<p class="muted small">P(s) = Σ_i max(0, cumulative net outflow of i after step s), replaying the day\'s settlements in order; M^peak_t = max_s P(s).</p>'
+                + intraday_svgs(list(intraday)),
+            ),
             _section("Metric Explanations", _explanations()),
         ],
     )
@@ -353,7 +411,9 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     return cards
 
 
-def render_run_html(output: SimulationOutput) -> str:
+def render_run_html(output: SimulationOutput, days: list[dict[str, Any]] | None = None) -> str:
+    """run.html; `days` are the day rows without helper keys (default: output's)."""
+    days = output.day_metrics if days is None else days
     events = output.events
     defaults = [e for e in events if e.get("kind") == "AgentDefaulted"]
     trades = [e for e in events if e.get("kind") == "dealer_trade"]
@@ -362,27 +422,27 @@ def render_run_html(output: SimulationOutput) -> str:
     name = output.scenario.get("name") or "Kalecki ring"
     sections = [
         _section("Headline Metrics", _cards(_headline(output.summary))),
-        _section("Day-by-Day Plot", day_metrics_svg(output.day_metrics) + '<p class="muted small">The full day table is in out/metrics.html.</p>'),
+        _section("Day-by-Day Plot", day_metrics_svg(days) + '<p class="muted small">The full day table is in out/metrics.html.</p>'),
         _section(
             f"Defaults ({len(defaults)})",
-            _table(["day", "agent", "trigger contract", "shortfall"], ([e.get("day"), e.get("agent"), e.get("trigger_contract"), e.get("shortfall")] for e in defaults), 0)
+            _table(["day", "agent", "trigger contract", "shortfall"], ([e.get("day"), e.get("agent"), e.get("trigger_contract"), e.get("shortfall")] for e in defaults))
             if defaults
             else _empty("No agent defaulted."),
         ),
         _section(
             f"Trades ({len(trades)})",
-            _table(list(TRADE_COLUMNS), ([e.get(c) for c in TRADE_COLUMNS] for e in trades), 0) if trades else _empty("No dealer trades in this run."),
+            _table(list(TRADE_COLUMNS), ([e.get(c) for c in TRADE_COLUMNS] for e in trades)) if trades else _empty("No dealer trades in this run."),
         ),
-        _section("Parameters", _table(["parameter", "value"], output.params.to_dict().items(), 1)),
-        _section("All Run Metrics", _table(["metric", "value"], sorted(_flat_items(output.summary)), 1)),
+        _section("Parameters", _table(["parameter", "value"], output.params.to_dict().items())),
+        _section("All Run Metrics", _table(["metric", "value"], sorted(_flat_items(output.summary)))),
         _section(
             "Dealer Metrics",
-            _table(["metric", "value"], _flat_items(output.dealer_metrics), 1) if output.dealer_metrics else _empty("No dealer metrics."),
+            _table(["metric", "value"], _flat_items(output.dealer_metrics)) if output.dealer_metrics else _empty("No dealer metrics."),
         ),
-        _section("Events by Kind", _table(["kind", "count"], sorted(kinds.items(), key=lambda kv: (-kv[1], str(kv[0]))), 1)),
+        _section("Events by Kind", _table(["kind", "count"], sorted(kinds.items(), key=lambda kv: (-kv[1], str(kv[0]))))),
         _section(
             "End-of-Run Balances",
-            _table(list(BALANCE_SHOWN), ([b.get(c) for c in BALANCE_SHOWN] for b in balances), 2) if balances else _empty("No balances."),
+            _table(list(BALANCE_SHOWN), ([b.get(c) for c in BALANCE_SHOWN] for b in balances)) if balances else _empty("No balances."),
         ),
     ]
     return _page(f"Run: {name}", f"{_params_line(output)} · simulated in {fmt(output.wall_ms, 1)} ms", sections)

@@ -374,18 +374,26 @@ def _postgrest_tree(expr: Expr) -> str:
 
 
 def to_postgrest(expr: Expr) -> list[tuple[str, str]]:
-    """PostgREST query parameters for an expression: a top-level `and` of plain comparisons
-    becomes one parameter per comparison, e.g. [("kappa", "lt.0.5"), ("mu", "eq.1")]; anything
-    else one logic-tree parameter, e.g. [("or", "(kappa.lt.0.5,and(mu.eq.1,seed.gt.3))")]."""
+    """PostgREST query parameters for an expression (PostgREST ANDs its parameters).
+
+    Each plain comparison of a top-level `and` is one parameter, e.g. ("kappa", "lt.0.5"); an
+    or/not tree is one logic-tree parameter, e.g. ("or", "(kappa.lt.0.5,and(mu.eq.1,seed.gt.3))");
+    a top-level `and` holding several trees is sent whole as one ("and", "(…)").
+    """
     expr = _drop_double_negation(expr)
     items = expr.items if isinstance(expr, And) else (expr,)
-    if all(_is_simple(item) for item in items):
-        return [_top_level_param(item) for item in items]
-    if isinstance(expr, Not) and isinstance(expr.item, (And, Or)):
-        tree = _postgrest_tree(expr.item)
-        return [("not." + tree[: tree.index("(")], tree[tree.index("("):])]
+    simple = [item for item in items if _is_simple(item)]
+    trees = [item for item in items if not _is_simple(item)]
+    if len(trees) > 1:  # two logic trees under one key each could collide: send one and(…)
+        return [_logic_param(expr)]
+    return [_top_level_param(item) for item in simple] + [_logic_param(tree) for tree in trees]
+
+
+def _logic_param(expr: Expr) -> tuple[str, str]:
+    """One and(…)/or(…) tree (possibly negated) as a query parameter: ("not.or", "(…)")."""
     tree = _postgrest_tree(expr)
-    return [(tree[: tree.index("(")], tree[tree.index("("):])]
+    cut = tree.index("(")
+    return tree[:cut], tree[cut:]
 
 
 def _drop_double_negation(expr: Expr) -> Expr:

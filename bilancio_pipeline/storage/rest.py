@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, timezone
@@ -27,7 +28,7 @@ import httpx
 import orjson
 import tenacity
 from postgrest.types import CountMethod, ReturnMethod
-from sqlalchemy import Boolean, DateTime, Float, Integer
+from sqlalchemy import Boolean, DateTime, Float, Integer, String
 from sqlalchemy.dialects import postgresql
 from supabase import ClientOptions, create_client
 
@@ -79,50 +80,107 @@ def _describe_error(response: httpx.Response) -> tuple[str | None, str]:
         parts.append(f"hint: {hint}")
     if code in _SCHEMA_CODES:
         parts.append("the database schema does not match this code: are supabase/migrations applied?")
+    if code == "42501":
+        parts.append("writing needs the service-role key (BILANCIO_SUPABASE_KEY)")
     return (str(code) if code is not None else None), "; ".join(parts)
 
 
 # --- rows on the wire ----------------------------------------------------------------------
 
 
-def _json_value(value: Any, top_level: bool = True) -> Any:
-    """A value as JSON PostgREST reads into the column: datetimes as ISO UTC, lists and dicts
-    as such. A non-finite float becomes the text Postgres reads as float8 ('NaN'); inside a
-    JSON document, where there is no such number, it becomes null."""
+def _json_document(value: Any) -> Any:
+    """A value inside a JSON column: plain JSON, with null for NaN and infinities (JSON has
+    neither, and jsonb refuses them), datetimes as ISO text."""
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        if not top_level:
-            return None
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return value if math.isfinite(value) else None
     if isinstance(value, datetime):
-        if value.tzinfo is None:  # the store's contract is UTC; a naive value is read as UTC
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat()
+        return _utc_text(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return _json_value(float(value), top_level)
+        return _json_document(float(value))
     if isinstance(value, Enum):
-        return _json_value(value.value, top_level)
+        return _json_document(value.value)
     if isinstance(value, dict):
-        return {str(k): _json_value(v, top_level=False) for k, v in value.items()}
+        return {str(k): _json_document(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        # Array columns (float8[]) take 'NaN' text elements; JSON documents take null.
-        return [_json_value(v, top_level=top_level) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _json_value(value.item(), top_level)
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays
-        return _json_value(value.tolist(), top_level)
-    raise TypeError(f"cannot send a value of type {type(value).__name__} to Supabase")
+        return [_json_document(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
+        return _json_document(value.tolist())
+    raise TypeError(f"cannot store a value of type {type(value).__name__}")
+
+
+def _utc_text(value: Any) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:  # the store's contract is UTC: a naive value is read as UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _float_value(value: Any) -> float | str | None:
+    if isinstance(value, str):
+        raise TypeError(f"expected a number, got {value!r}")
+    number = float(value)
+    if math.isnan(number):
+        return None  # NaN is stored as NULL, as the SQL store does on every database
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"  # the text float8 reads
+    return number
+
+
+def _int_value(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, str):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    if isinstance(value, float) or (hasattr(value, "is_integer") and not isinstance(value, int)):
+        if not float(value).is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(value)
+    return operator.index(value)
+
+
+def _bool_value(value: Any) -> bool:
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, Enum):
+        value = value.value
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _list_value(item: Callable[[Any], Any]) -> Callable[[Any], list]:
+    def convert(value: Any) -> list:
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return [item(v) for v in value]
+
+    return convert
+
+
+def _kind(column) -> str:
+    """What a column holds, read from its Postgres form (the one PostgREST serves)."""
+    impl = column.type.dialect_impl(postgresql.dialect())
+    if isinstance(impl, postgresql.ARRAY):
+        return "float_list" if isinstance(impl.item_type, Float) else "int_list"
+    for sql_type, kind in ((DateTime, "timestamp"), (Boolean, "bool"), (Float, "float"), (Integer, "int"), (String, "text")):
+        if isinstance(impl, sql_type):
+            return kind
+    return "json"
 
 
 def _parse_timestamp(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
-    text = str(value).replace(" ", "T", 1)
+    text = str(value).replace(" ", "T", 1).replace("Z", "+00:00")
     text = re.sub(r"([+-]\d\d)$", r"\1:00", text)  # Postgres may print "+00"
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
@@ -130,50 +188,55 @@ def _parse_timestamp(value: Any) -> datetime | None:
     return parsed.astimezone(timezone.utc)
 
 
-def _number(kind: type) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        return None if value is None else kind(value)  # float("NaN") reads Postgres' 'NaN' text
-
-    return convert
-
-
-def _as_list(item: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else [item(v) for v in value]
-
-
 def _identity(value: Any) -> Any:
     return value
 
 
-def _converter(column) -> Callable[[Any], Any]:
-    """How a column's JSON value becomes the Python value the SQL store would return."""
-    impl = column.type.dialect_impl(postgresql.dialect())
-    if isinstance(impl, postgresql.ARRAY):
-        item = impl.item_type
-        return _as_list(_number(float if isinstance(item, Float) else int))
-    if isinstance(impl, DateTime):
-        return _parse_timestamp
-    if isinstance(impl, Boolean):
-        return lambda v: None if v is None else bool(v)
-    if isinstance(impl, Float):
-        return _number(float)
-    if isinstance(impl, Integer):
-        return _number(int)
-    return _identity
+def _nullable(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
 
 
-_CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    name: {c.name: _converter(c) for c in table.columns} for name, table in schema.TABLES.items()
+# kind -> (JSON value to send, JSON value read back -> Python value the SQL store returns)
+_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "timestamp": (_utc_text, _parse_timestamp),
+    "float": (_float_value, float),  # float("Infinity") reads float8's text back
+    "int": (_int_value, int),
+    "bool": (_bool_value, bool),
+    "text": (_text_value, _identity),
+    "float_list": (_list_value(_float_value), lambda v: [None if x is None else float(x) for x in v]),
+    "int_list": (_list_value(_int_value), lambda v: [None if x is None else int(x) for x in v]),
+    "json": (_json_document, _identity),
 }
-_CONVERTERS[RUN_RESULTS] = {
-    name: (_CONVERTERS["runs"].get(name) or _CONVERTERS["metrics"].get(name) or _identity)
-    for name in schema.RUN_RESULTS_COLUMNS
+_COLUMN_KINDS: dict[str, dict[str, str]] = {
+    name: {c.name: _kind(c) for c in table.columns} for name, table in schema.TABLES.items()
+}
+_COLUMN_KINDS[RUN_RESULTS] = {
+    name: _COLUMN_KINDS["runs"].get(name) or _COLUMN_KINDS["metrics"][name] for name in schema.RUN_RESULTS_COLUMNS
+}
+_READERS = {
+    table: {column: _nullable(_KINDS[kind][1]) for column, kind in kinds.items()}
+    for table, kinds in _COLUMN_KINDS.items()
+}
+# Columns a new row cannot do without (the database fills created_at, updated_at, defaults, ids).
+_REQUIRED = {
+    name: frozenset(
+        c.name for c in table.columns
+        if not c.nullable and c.server_default is None and c.name not in ("created_at", "updated_at")
+        and c is not table.autoincrement_column
+    )
+    for name, table in schema.TABLES.items()
+}
+_ALLOWED_VALUES = {
+    ("jobs", "status"): schema.JOB_STATUSES,
+    ("runs", "status"): schema.RUN_STATUSES,
+    ("runs", "regime"): ("passive", "active"),
+    ("job_events", "event_type"): schema.EVENT_TYPES,
 }
 
 
 def _decode(table: str, rows: list[dict]) -> list[Row]:
-    converters = _CONVERTERS[table]
-    return [{k: converters.get(k, _identity)(v) for k, v in row.items()} for row in rows]
+    readers = _READERS[table]
+    return [{k: readers.get(k, _identity)(v) for k, v in row.items()} for row in rows]
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -293,43 +356,83 @@ class RestStore(Store):
 
     # --- writing --------------------------------------------------------------------------
 
-    def _payload(self, table: str, rows: Iterable[Row], defaults: dict[str, Any]) -> list[dict]:
-        """Rows as JSON-safe dicts, checked against the table's columns before anything is sent."""
-        columns = schema.TABLES[table].c
-        key = schema.CONFLICT_KEYS.get(table, ())
-        payload = []
-        for index, row in enumerate(rows):
-            unknown = sorted(set(row) - set(columns.keys()))
-            if unknown:
-                raise ValueError(f"{table} row {index}: unknown column(s) {', '.join(unknown)}")
-            missing = [k for k in key if row.get(k) in (None, "")]
-            if missing:
-                raise ValueError(f"{table} row {index}: {', '.join(missing)} is required")
-            item = {name: value for name, value in defaults.items() if name not in row}
-            for name, value in row.items():
-                try:
-                    item[name] = _json_value(value)
-                except TypeError as exc:
-                    raise ValueError(f"{table} row {index}, column {name}: {exc}") from None
-            payload.append(item)
-        return payload
+    def _refuse(self, message: str) -> StoreError:
+        return StoreError(BACKEND, message)
 
-    def _batches(self, payload: list[dict]) -> Iterator[list[dict]]:
+    def _prepare(self, table: str, rows: Iterable[Row]) -> list[dict]:
+        """JSON-ready copies of `rows`, checked column by column before anything is sent. Rows
+        with the same key are merged (a later one adds to or overrides an earlier one): one
+        upsert statement may not touch a row twice."""
+        kinds = _COLUMN_KINDS[table]
+        key = schema.CONFLICT_KEYS.get(table, ())
+        merged: dict[tuple, dict] = {}
+        unkeyed: list[dict] = []
+        for position, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise self._refuse(f"{table}: row {position} is a {type(row).__name__}, not a dict")
+            unknown = [name for name in row if name not in kinds]
+            if unknown:
+                raise self._refuse(f"{table} has no column {', '.join(map(repr, unknown))}")
+            clean = {}
+            for name, value in row.items():
+                if value is not None:
+                    allowed = _ALLOWED_VALUES.get((table, name))
+                    if allowed and value not in allowed:
+                        raise self._refuse(f"{table}.{name}: {value!r} is not one of {', '.join(allowed)}")
+                    try:
+                        value = _KINDS[kinds[name]][0](value)
+                    except (TypeError, ValueError, OverflowError) as problem:
+                        raise self._refuse(f"{table}.{name}: {problem}") from None
+                clean[name] = value
+            if key:
+                missing = [k for k in key if clean.get(k) in (None, "")]
+                if missing:
+                    raise self._refuse(f"{table}: row {position} has no {', '.join(missing)}")
+                ident = tuple(clean[k] for k in key)
+                merged[ident] = {**merged[ident], **clean} if ident in merged else clean
+            else:
+                unkeyed.append(clean)
+        return list(merged.values()) if key else unkeyed
+
+    def _batches(self, rows: list[dict]) -> Iterator[list[dict]]:
         """Chunks whose rows all carry the same columns: an upsert sets every column the
-        request names, so a row must never be sent with columns it did not have (they would
-        be overwritten with null)."""
+        request names, so a row must never be sent with columns it did not have (PostgREST
+        would write null into them)."""
         groups: dict[frozenset, list[dict]] = {}
-        for item in payload:
-            groups.setdefault(frozenset(item), []).append(item)
-        for rows in groups.values():
-            yield from _chunks(rows, self.chunk_size)
+        for row in rows:
+            groups.setdefault(frozenset(row), []).append(row)
+        for group in groups.values():
+            yield from _chunks(group, self.chunk_size)
 
     def _upsert(self, table: str, rows: Sequence[Row]) -> None:
-        payload = self._payload(table, rows, {"updated_at": _now()})
+        prepared = self._prepare(table, rows)
+        now = _now()
+        for row in prepared:
+            row.setdefault("updated_at", now)  # created_at: the database's default, kept on update
+        required = _REQUIRED[table]
+        complete = [row for row in prepared if required <= row.keys()]
+        partial = [row for row in prepared if not required <= row.keys()]
+        if partial:
+            complete += self._complete_from_stored(table, partial)
         on_conflict = ",".join(schema.CONFLICT_KEYS[table])
-        for batch in self._batches(payload):
+        for batch in self._batches(complete):
             builder = self._table(table).upsert(batch, on_conflict=on_conflict, returning=ReturnMethod.minimal)
             self._send(builder, f"upsert of {len(batch)} row(s) into {table}")
+
+    def _complete_from_stored(self, table: str, partial: list[dict]) -> list[dict]:
+        """Rows that lack columns a new row needs can only change stored rows: read those and
+        lay the given columns over them (an INSERT … ON CONFLICT checks NOT NULL before it
+        looks for the conflict, so a partial row cannot go out as it is)."""
+        (key,) = schema.CONFLICT_KEYS[table]
+        stored = {row[key]: row for row in self._select_in(table, key, [r[key] for r in partial], lambda q: q,
+                                                           [(key, False)], f"reading {table} to update", raw=True)}
+        absent = [row[key] for row in partial if row[key] not in stored]
+        if absent:
+            need = ", ".join(sorted(_REQUIRED[table] - set().union(*(row.keys() for row in partial))))
+            raise self._refuse(
+                f"{table}: {len(absent)} row(s) not stored yet (first: {absent[0]!r}) and cannot be inserted without {need}"
+            )
+        return [{**stored[row[key]], **row} for row in partial]
 
     # --- reading --------------------------------------------------------------------------
 
@@ -342,29 +445,36 @@ class RestStore(Store):
         *,
         limit: int | None = None,
         offset: int = 0,
+        columns: str = "*",
+        raw: bool = False,
     ) -> list[Row]:
-        """Every row of a query (up to `limit`), page by page in a stable order."""
+        """Every row of a query (up to `limit`), page by page in a stable order; `raw` keeps
+        the JSON values as the server sent them."""
         rows: list[dict] = []
         position = offset
         while limit is None or len(rows) < limit:
             size = self.page_size if limit is None else min(self.page_size, limit - len(rows))
-            builder = build(self._table(table).select("*"))
-            for column, descending in order:
-                builder = builder.order(column, desc=descending)
+            builder = build(self._table(table).select(columns))
+            for column, descending, *nulls_last in order:
+                builder = builder.order(column, desc=descending, nullsfirst=False if nulls_last else None)
             builder = builder.range(position, position + size - 1)
             page = self._rows(self._send(builder, what))
             rows.extend(page)
             position += len(page)
             if len(page) < size:
                 break
-        return _decode(table, rows)
+        return rows if raw else _decode(table, rows)
 
-    def _select_in(self, table: str, column: str, values: Iterable[str], build, order, what: str) -> list[Row]:
+    def _select_in(
+        self, table: str, column: str, values: Iterable[str], build, order, what: str, columns: str = "*", raw: bool = False
+    ) -> list[Row]:
         """Rows whose `column` is one of `values`, with the list split so each URL stays short."""
         unique = sorted({str(v) for v in values})
         rows: list[Row] = []
-        for part in _chunks(unique, self.in_chunk_size):
-            rows.extend(self._select_all(table, lambda q, part=part: build(q).in_(column, part), order, what))
+        for part in [unique]:
+            rows.extend(self._select_all(
+                table, lambda q, part=part: build(q).in_(column, part), order, what, columns=columns, raw=raw
+            ))
         return rows
 
     # --- jobs -----------------------------------------------------------------------------
@@ -377,28 +487,32 @@ class RestStore(Store):
         builder = self._table("jobs").select("*").eq("job_id", job_id).limit(1)
         rows = self._rows(self._send(builder, f"read of job {job_id!r}"))
         if not rows:
-            raise NotFound(BACKEND, f"no job {job_id!r}")
+            raise NotFound(BACKEND, f"job {job_id!r} not found")
         return _decode("jobs", rows)[0]
 
     def list_jobs(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Row]:
+        if limit < 0 or offset < 0:
+            raise self._refuse(f"list_jobs: limit and offset must be >= 0 (got {limit}, {offset})")
+        if limit == 0:
+            return []
+
         def build(query):
-            return query.eq("status", status) if status else query
+            return query.eq("status", status) if status is not None else query
 
         return self._select_all(
-            "jobs", build, [("created_at", True), ("job_id", False)], "listing jobs", limit=limit, offset=offset
+            "jobs", build, [("created_at", True), ("job_id", True)], "listing jobs", limit=limit, offset=offset
         )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        if not fields:
-            raise ValueError("update_job needs at least one column to set")
         if "job_id" in fields:
-            raise ValueError("update_job cannot change job_id")
-        (payload,) = self._payload("jobs", [{"job_id": job_id, **fields}], {"updated_at": _now()})
+            raise self._refuse("jobs.job_id cannot be changed")
+        (payload,) = self._prepare("jobs", [{**fields, "job_id": job_id}])
         payload.pop("job_id")
+        payload["updated_at"] = _now()
         # return=representation (of the key only) tells whether any row matched.
         builder = self._table("jobs").update(payload).eq("job_id", job_id).select("job_id")
         if not self._rows(self._send(builder, f"update of job {job_id!r}")):
-            raise NotFound(BACKEND, f"no job {job_id!r}")
+            raise NotFound(BACKEND, f"job {job_id!r} not found")
 
     def delete_job(self, job_id: str) -> None:
         # Runs, metrics, events and job_metrics go with it: the foreign keys cascade.
@@ -408,8 +522,14 @@ class RestStore(Store):
     # --- events ---------------------------------------------------------------------------
 
     def log_events(self, events: Sequence[Row]) -> None:
-        payload = self._payload("job_events", events, {"timestamp": _now()})
-        for batch in self._batches(payload):
+        rows = self._prepare("job_events", events)
+        now = _now()
+        for row in rows:
+            if not row.get("job_id") or not row.get("event_type"):
+                raise self._refuse("job_events: every event needs job_id and event_type")
+            row.setdefault("timestamp", now)
+            row.setdefault("details", {})
+        for batch in self._batches(rows):
             builder = self._table("job_events").insert(batch, returning=ReturnMethod.minimal)
             # A plain insert is not idempotent: resent only when the server surely did nothing.
             self._send(builder, f"insert of {len(batch)} event(s)", idempotent=False)
@@ -446,7 +566,7 @@ class RestStore(Store):
 
     def run_counts(self, job_id: str) -> dict[str, int]:
         # One count per status (HEAD with count=exact): constant cost, however many runs.
-        counts = {}
+        counts = dict.fromkeys(schema.RUN_STATUSES, 0)
         for status in schema.RUN_STATUSES:
             builder = (
                 self._table("runs").select("run_id", count=CountMethod.exact, head=True)
@@ -456,9 +576,20 @@ class RestStore(Store):
             total = response.headers.get("content-range", "").rpartition("/")[2]
             if not total.isdigit():
                 raise StoreError(BACKEND, f"counting runs: the server sent no row count (Content-Range {total!r})")
-            if int(total):
-                counts[status] = int(total)
+            counts[status] = int(total)
         return counts
+
+    def completed_run_ids(self, job_id: str) -> set[str]:
+        # Two key-only listings instead of whole rows: completed runs, and runs with metrics.
+        done = self._select_all(
+            "runs", lambda q: q.eq("job_id", job_id).eq("status", "completed"), [("run_id", False)],
+            f"listing completed runs of job {job_id!r}", columns="run_id", raw=True,
+        )
+        measured = self._select_all(
+            "metrics", lambda q: q.eq("job_id", job_id), [("run_id", False)],
+            f"listing metrics of job {job_id!r}", columns="run_id", raw=True,
+        )
+        return {r["run_id"] for r in done} & {m["run_id"] for m in measured}
 
     def query_results(
         self,
@@ -471,9 +602,10 @@ class RestStore(Store):
         limit: int | None = None,
     ) -> list[Row]:
         if order_by is not None and order_by not in schema.RUN_RESULTS_COLUMNS:
-            raise ValueError(f"order_by: unknown column {order_by!r}; the columns are: {', '.join(schema.RUN_RESULTS_COLUMNS)}")
+            raise self._refuse(f"cannot order by {order_by!r}: run_results has no such column "
+                               f"(columns: {', '.join(schema.RUN_RESULTS_COLUMNS)})")
         if limit is not None and limit < 0:
-            raise ValueError(f"limit must not be negative, got {limit}")
+            raise self._refuse(f"query_results: limit must be >= 0 (got {limit})")
         params: list[tuple[str, str]] = []
         if where is not None:
             from bilancio_pipeline.storage import filters
@@ -482,9 +614,9 @@ class RestStore(Store):
             params = filters.to_postgrest(expr)
 
         def build(query):
-            if job_id:
+            if job_id is not None:
                 query = query.eq("job_id", job_id)
-            if regime:
+            if regime is not None:
                 query = query.eq("regime", regime)
             # The filter module wrote PostgREST's own `key=op.value` syntax with values
             # escaped; they go on the query as they are.
@@ -492,9 +624,10 @@ class RestStore(Store):
                 query.request.params = query.request.params.add(key, value)
             return query
 
-        order = [(order_by, descending)] if order_by else []
-        if order_by != "run_id":
-            order.append(("run_id", False))  # a total order, so pages neither skip nor repeat
+        # NULLs last both ways, as the SQL store does; then a total order, so that pages
+        # neither skip nor repeat rows.
+        order = [(order_by, descending, "nulls last")] if order_by else []
+        order += [("job_id", False), ("run_id", False)]
         if limit == 0:
             return []
         return self._select_all(RUN_RESULTS, build, order, "querying run results", limit=limit)

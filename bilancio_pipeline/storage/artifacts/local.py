@@ -100,7 +100,9 @@ class LocalArtifactStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         check_key(key, self.backend)
         if key.endswith(_PARTIAL_SUFFIX):  # that name is reserved for half-written files
-            raise ArtifactError(f"local: invalid artifact key {key!r}: names ending in {_PARTIAL_SUFFIX!r} are reserved")
+            raise ArtifactError(
+                f"local: invalid artifact key {key!r}: names ending in {_PARTIAL_SUFFIX!r} are reserved"
+            )
         path = self.root / key
         # Key rules already forbid '..'; this also stops a symlink inside the volume from
         # leading writes outside it.

@@ -1,0 +1,99 @@
+"""The sensors that move a sweep along, evaluated against real Dagster runs and a real store."""
+
+import dagster as dg
+import pytest
+
+from bilancio_pipeline.compute.local import LocalCompute
+from bilancio_pipeline.defs import sensors
+from bilancio_pipeline.defs.jobs import range_tags
+from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
+from bilancio_pipeline.definitions import build_definitions
+
+SPEC = {"n_agents": 10, "maturity_days": 5, "kappas": [0.5, 1.0, 2.0], "seeds": [1], "job_id": "sensor-sweep"}
+
+
+class BrokenCompute(ComputeResource):
+    """Compute that dies after the runs were marked running, like a killed run worker."""
+
+    def open(self, executor=None):
+        class Broken(LocalCompute):
+            def run_batch(self, tasks, artifacts_root):
+                raise SystemError("run worker killed")
+                yield  # a generator, like the real one
+
+        return Broken()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path))
+    for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_R2_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    store = StoreResource(home=str(tmp_path))
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance, store, store.open()
+
+
+def _launch(defs, instance):
+    result = defs.resolve_job_def("launch_sweep_job").execute_in_process(
+        run_config={"ops": {"launch_sweep": {"config": SPEC}}}, instance=instance)
+    assert result.success
+    return result
+
+
+def _status_context(instance, result, status):
+    run = instance.get_run_by_id(result.run_id)
+    event = next(e for e in result.all_events if e.event_type_value == status)
+    return dg.build_run_status_sensor_context(
+        sensor_name="s", dagster_event=event, dagster_instance=instance, dagster_run=run)
+
+
+def test_launch_success_requests_contiguous_batches(env, monkeypatch):
+    instance, store_resource, store = env
+    monkeypatch.setattr(sensors, "BATCH_SIZE", 4)
+    result = _launch(build_definitions(), instance)
+    context = _status_context(instance, result, "PIPELINE_SUCCESS")
+    requests = list(sensors.sweep_batches_sensor(context, store=store_resource) or [])
+    keys = instance.get_dynamic_partitions("runs")
+    assert len(keys) == 6
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+            for r in requests] == [(keys[0], keys[3]), (keys[4], keys[5])]
+    assert all(r.tags["bilancio/job_id"] == "sensor-sweep" for r in requests)
+    assert len({r.run_key for r in requests}) == 2  # idempotent: one run key per batch
+
+
+def test_completion_sensor_waits_for_every_run(env):
+    instance, store_resource, store = env
+    _launch(build_definitions(), instance)
+    context = dg.build_sensor_context(instance=instance, resources={"store": store_resource})
+    assert list(sensors.sweep_completion_sensor(context) or []) == []  # runs still pending
+
+    runs = store.list_runs("sensor-sweep")
+    store.upsert_runs([{"run_id": r["run_id"], "job_id": "sensor-sweep", "status": "completed"} for r in runs[:-1]])
+    context = dg.build_sensor_context(instance=instance, resources={"store": store_resource})
+    assert list(sensors.sweep_completion_sensor(context) or []) == []  # one still pending
+
+    store.upsert_runs([{"run_id": runs[-1]["run_id"], "job_id": "sensor-sweep", "status": "failed", "error": "x"}])
+    context = dg.build_sensor_context(instance=instance, resources={"store": store_resource})
+    (request,) = list(sensors.sweep_completion_sensor(context))
+    assert request.partition_key == "sensor-sweep"
+    assert "completed5" in request.run_key and "failed1" in request.run_key
+
+
+def test_a_dead_batch_leaves_no_run_running(env):
+    instance, store_resource, store = env
+    defs = build_definitions(compute=BrokenCompute())
+    _launch(defs, instance)
+    keys = instance.get_dynamic_partitions("runs")
+    batch = defs.resolve_job_def("sweep_batch_job").execute_in_process(
+        instance=instance, tags=range_tags(keys[0], keys[2]), raise_on_error=False)
+    assert not batch.success
+    statuses = {r["run_id"]: r["status"] for r in store.list_runs("sensor-sweep")}
+    assert [statuses[k] for k in keys[:3]] == ["running"] * 3  # what a killed worker leaves behind
+
+    context = _status_context(instance, batch, "PIPELINE_FAILURE")
+    sensors.batch_failure_sensor(context, store=store_resource)
+    rows = {r["run_id"]: r for r in store.list_runs("sensor-sweep")}
+    assert [rows[k]["status"] for k in keys[:3]] == ["failed"] * 3
+    assert batch.run_id in rows[keys[0]]["error"]
+    assert [rows[k]["status"] for k in keys[3:]] == ["pending"] * 3  # outside the batch: untouched
