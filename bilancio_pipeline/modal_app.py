@@ -83,6 +83,10 @@ secrets = [modal.Secret.from_name(name) for name in SECRET_NAMES]
 app = modal.App(APP_NAME, image=image, secrets=secrets)
 
 
+def _files_below(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 def _commit_volume() -> None:
     if not modal.is_local():  # in-process runs write to a plain folder
         results_volume.commit()
@@ -115,11 +119,14 @@ def run_simulation(task: dict[str, Any]) -> dict[str, Any]:
         out_dir.mkdir(parents=True)
         result = simulate(params, out_dir=out_dir)
     except Exception as exc:
-        _commit_volume()
+        try:
+            _commit_volume()  # keep what the failed run wrote, for inspection
+        except Exception:
+            pass  # the run's own error is the one to report
         raise RunFailed(run_id, f"{type(exc).__name__}: {exc}", call_id) from None
     _commit_volume()
-    # the engine names its artifacts ({name: path in the run folder}); paths go back volume-relative
-    written = dict(result.artifacts) or {p.relative_to(out_dir).as_posix(): p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+    # the engine names its artifacts ({name: path in the run folder}); they go back volume-relative
+    written = dict(result.artifacts) or {p: p for p in _files_below(out_dir)}
     artifacts = {name: f"{relative}/{path}" for name, path in sorted(written.items())}
     return {
         "run_id": run_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -109,8 +110,6 @@ def fill(store, sweep: Sweep) -> None:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    import os
-
     for name in list(os.environ):
         if name.startswith("BILANCIO_"):
             monkeypatch.delenv(name)
@@ -268,6 +267,9 @@ def test_metrics_query_filters_order_limit(backend, sweep):
     assert {r["run_id"] for r in got} == {r["run_id"] for r in expected}
     assert [r["delta_total"] for r in got] == sorted((r["delta_total"] for r in expected), reverse=True)
 
+    got = as_json("metrics", "query", "--job", JOB, "--where", "seed < 1.5 and n_defaults >= 0.5", "--limit", 0)
+    assert {r["run_id"] for r in got} == {r["run_id"] for r in everything if r["n_defaults"] >= 0.5}
+
     top = as_json("metrics", "query", "--job", JOB, "--order-by", "delta_total:asc", "--limit", 3)
     assert [r["delta_total"] for r in top] == sorted(r["delta_total"] for r in everything)[:3]
     active = as_csv("metrics", "query", "--job", JOB, "--regime", "active", "--columns", "run_id,regime,kappa", "--limit", 0)
@@ -341,6 +343,7 @@ def test_unreachable_backends_give_a_clean_error(monkeypatch):
 
     class DownRestStore(rest.RestStore):
         def __init__(self, url, key, **kwargs):
+            kwargs["deadline_s"] = 0.5  # retries end quickly; the CLI never waits longer than its cap
             super().__init__(url, key, http_client=httpx.Client(transport=httpx.MockTransport(refuse)),
                              wait=tenacity.wait_none(), **kwargs)
 
@@ -458,3 +461,31 @@ def test_render_sweep_report_escapes_and_handles_no_results():
     html = render_sweep_report(job, [], None, [])
     assert "<script>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
     assert "No completed runs with metrics yet." in html and "<img" not in html
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_report_opens_offline_in_a_browser(local_artifacts, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "report.html"
+    run("report", JOB, "--out", out)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            requested = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(out.as_uri())
+            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+            title = page.title()
+            pair_rows = page.locator("h2:has-text('Pairs') + table tr").count()
+        finally:
+            browser.close()
+    assert title == f"Sweep {JOB}"
+    assert len(widths) == 3 and all(w > 300 for w in widths)  # every figure decoded and drawn
+    assert [u for u in requested if not u.startswith(("file:", "data:"))] == []  # nothing from the network
+    assert pair_rows == 13

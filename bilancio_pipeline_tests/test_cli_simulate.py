@@ -29,7 +29,7 @@ def json_lines(output: str) -> list[dict]:
 def test_a_list_grid_prints_one_json_line_per_run_in_grid_order():
     result = invoke(*SMALL, "--kappa", "0.5,1", "--regime", "passive,active", "--workers", "2", "--json")
     assert result.exit_code == 0, result.output
-    rows = json_lines(result.output)
+    rows = json_lines(result.stdout)
     assert [(r["kappa"], r["regime"]) for r in rows] == [(0.5, "passive"), (0.5, "active"), (1.0, "passive"), (1.0, "active")]
     for row in rows:
         for key in REQUIRED:
@@ -48,7 +48,7 @@ def test_a_list_grid_prints_one_json_line_per_run_in_grid_order():
 def test_a_single_run_defaults_to_the_model_defaults():
     result = invoke("--n-agents", "10", "--json")
     assert result.exit_code == 0, result.output
-    (row,) = json_lines(result.output)
+    (row,) = json_lines(result.stdout)
     defaults = RunParams(n_agents=10).to_dict()
     assert {k: row[k] for k in defaults} == defaults
     assert row["q_total"] == 10000 and row["face_value"] == 20 and row["rollover"] is True
@@ -59,7 +59,7 @@ def test_cash_accounting_and_other_lists_multiply_the_grid():
     result = invoke(*SMALL, "--kappa", "0.5", "--regime", "active", "--cash-accounting", "conserving,bilancio_compat",
                     "--seed", "1,2", "--workers", "1", "--json")
     assert result.exit_code == 0, result.output
-    rows = json_lines(result.output)
+    rows = json_lines(result.stdout)
     assert {(r["seed"], r["cash_accounting"]) for r in rows} == {(1, "conserving"), (1, "bilancio_compat"), (2, "conserving"), (2, "bilancio_compat")}
     assert all("bilancio_compat" in r["run"] for r in rows if r["cash_accounting"] == "bilancio_compat")
 
@@ -73,9 +73,10 @@ def test_without_json_prints_an_aligned_table():
     assert set(rule.replace(" ", "")) == {"-"}
     assert len(body) == 2
     assert all(len(line) <= len(rule) for line in body)
-    # each column starts where its header's dashes start
-    column = header.index("delta_total")
-    assert rule[column] == "-" and rule[column - 1] == " "
+    # numbers are right-aligned: the header, its dashes and every value end in the same place
+    end = header.index("delta_total") + len("delta_total")
+    assert rule[end - 1] == "-" and rule[end] == " "
+    assert all(line[end - 1] != " " and line[end] == " " for line in body)
     direct = run_simulation(RunParams(n_agents=12, mu=0.5, kappa=2.0))
     assert f"{direct.summary['delta_total']:.4g}" in body[1]
 
@@ -111,7 +112,7 @@ def test_out_writes_every_runs_artifacts_in_a_folder_named_after_the_run(tmp_pat
     result = invoke(*SMALL, "--kappa", "0.5", "--regime", "passive,active", "--cash-accounting", "bilancio_compat",
                     "--out", str(tmp_path), "--workers", "2", "--json")
     assert result.exit_code == 0, result.output
-    rows = json_lines(result.output)
+    rows = json_lines(result.stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r["run"] for r in rows)
     for row in rows:
         run_dir = tmp_path / row["run"]
@@ -123,3 +124,15 @@ def test_out_writes_every_runs_artifacts_in_a_folder_named_after_the_run(tmp_pat
         assert back.scenario["balanced_dealer"]["mode"] == row["regime"]
         assert sum(1 for e in back.events if e["kind"] == "AgentDefaulted") == row["n_defaults"]
         assert sum(1 for e in back.events if e["kind"] == "dealer_trade") == row["total_trades"]
+
+
+def test_a_failing_run_is_reported_and_the_others_still_finish(tmp_path):
+    blocked = tmp_path / "passive_n12_k0.5_c1_mu0.5_rho1_s42"
+    blocked.write_text("a file where the run's folder should go")
+    result = invoke(*SMALL, "--kappa", "0.5", "--regime", "passive,active", "--out", str(tmp_path), "--workers", "1", "--json")
+    assert result.exit_code == 1
+    rows = json_lines(result.stdout)
+    assert [r["run"] for r in rows] == [blocked.name, "active_n12_k0.5_c1_mu0.5_rho1_s42"]
+    assert "error" in rows[0] and "delta_total" not in rows[0]
+    assert rows[1]["delta_total"] is not None and (tmp_path / rows[1]["run"] / "run.html").is_file()
+    assert "1 of 2 runs failed" in result.stderr

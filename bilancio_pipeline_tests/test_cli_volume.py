@@ -152,3 +152,12 @@ def test_cleanup_prunes_partitions_of_the_configured_dagster_instance(home, tmp_
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions("sweeps") == ["new-c"]
         assert instance.get_dynamic_partitions("runs") == ["new-c_passive_cccccccccccc"]
+
+
+def test_ls_still_lists_the_volume_when_the_store_is_unreachable(home, monkeypatch):
+    monkeypatch.setenv("BILANCIO_SUPABASE_DB_URL", "postgresql+psycopg2://nobody:pw@127.0.0.1:1/none?connect_timeout=2")
+    result = CliRunner().invoke(cli, ["volume", "ls", "--format", "json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert sorted(r["job_id"] for r in rows) == ["new-c", "old-a", "old-b"] and {r["status"] for r in rows} == {None}
+    assert "job statuses unavailable" in result.stderr and "pw@" not in result.stderr

@@ -43,34 +43,49 @@ class FlakyCompute(ComputeResource):
         return Wrapped(workers=2)
 
 
-@pytest.fixture(params=["sqlite-local", "postgres-local", "sqlite-s3"])
-def backend(request, tmp_path, monkeypatch):
+def _configure(request, tmp_path, monkeypatch, backend: str) -> str:
     """Configure the stores through the environment, as a user would."""
     monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     (tmp_path / "dagster").mkdir()
     for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY", "BILANCIO_R2_BUCKET"):
         monkeypatch.delenv(var, raising=False)
-    if request.param.startswith("postgres"):
+    if backend.startswith("postgres"):
         monkeypatch.setenv("BILANCIO_SUPABASE_DB_URL", request.getfixturevalue("postgres_url"))
-    if request.param.endswith("s3"):
+    if backend.endswith("s3"):
         server = request.getfixturevalue("s3_server")
         monkeypatch.setenv("BILANCIO_R2_BUCKET", request.getfixturevalue("s3_bucket"))
         monkeypatch.setenv("BILANCIO_R2_ENDPOINT_URL", server.endpoint_url)
         monkeypatch.setenv("BILANCIO_R2_ACCESS_KEY_ID", server.access_key)
         monkeypatch.setenv("BILANCIO_R2_SECRET_ACCESS_KEY", server.secret_key)
-    return request.param
+    return backend
+
+
+@pytest.fixture(params=["sqlite-local", "postgres-local", "postgres-s3"])
+def instance(request, tmp_path, monkeypatch):
+    """A Dagster instance and stores configured through the environment, as a user would."""
+    _configure(request, tmp_path, monkeypatch, request.param)
+    with dg.DagsterInstance.get() as inst:
+        yield inst
+
+
+@pytest.fixture(params=["sqlite-local", "postgres-local"])
+def sql_instance(request, tmp_path, monkeypatch):
+    _configure(request, tmp_path, monkeypatch, request.param)
+    with dg.DagsterInstance.get() as inst:
+        yield inst
 
 
 @pytest.fixture
-def instance(backend):
+def sqlite_instance(request, tmp_path, monkeypatch):
+    _configure(request, tmp_path, monkeypatch, "sqlite-local")
     with dg.DagsterInstance.get() as inst:
         yield inst
 
 
 def _sweep(instance, fail_marker="never", **overrides):
     defs = build_definitions(compute=FlakyCompute(fail_marker=fail_marker))
-    return run_sweep(defs, instance, {**SPEC, **overrides}, batch_size=3)
+    return run_sweep(defs, instance, {**SPEC, **overrides}, batch_size=5)
 
 
 def test_balanced_sweep_end_to_end(instance):
@@ -83,7 +98,7 @@ def test_balanced_sweep_end_to_end(instance):
     assert job["spec"]["kappas"] == [0.5, 1.0] and job["total_runs"] == 8
     events = [e["event_type"] for e in store.list_events("test-sweep")]
     assert events[:2] == ["created", "started"] and events[-1] == "completed"
-    assert events.count("progress") == 3  # one per batch of 3, 3, 2 runs
+    assert events.count("progress") == 2  # one per batch of 5 and 3 runs
 
     runs = store.list_runs("test-sweep")
     assert len(runs) == 8 and {r["status"] for r in runs} == {"completed"}
@@ -114,10 +129,7 @@ def test_balanced_sweep_end_to_end(instance):
     assert materialized == {r["run_id"] for r in runs}
     assert instance.get_materialized_partitions(dg.AssetKey("job_metrics")) == {"test-sweep"}
 
-
-def test_relaunch_recomputes_nothing(instance):
-    _sweep(instance)
-    store = store_from_env()
+    # Launching the same sweep again creates nothing and recomputes nothing.
     before = {r["run_id"]: r["updated_at"] for r in store.list_runs("test-sweep")}
     progress = _sweep(instance)
     assert progress.done == 8
@@ -126,7 +138,8 @@ def test_relaunch_recomputes_nothing(instance):
     assert len(instance.get_dynamic_partitions("runs")) == 8
 
 
-def test_failing_run_fails_alone_and_relaunch_retries_it(instance):
+def test_failing_run_fails_alone_and_relaunch_retries_it(sql_instance):
+    instance = sql_instance
     progress = _sweep(instance, fail_marker="active")
     assert progress.failed == 4 and progress.done == 8
     store = store_from_env()
@@ -153,7 +166,8 @@ def test_failing_run_fails_alone_and_relaunch_retries_it(instance):
     ({"kappas": []}, "kappas"), ({"mus": [1.5]}, "mus"), ({"seeds": [1, 1]}, "seeds"),
     ({"job_id": "../etc"}, "job_id"), ({"concentrations": [0.0]}, "concentrations"),
 ])
-def test_bad_spec_is_rejected_before_anything_is_written(instance, bad, field):
+def test_bad_spec_is_rejected_before_anything_is_written(sqlite_instance, bad, field):
+    instance = sqlite_instance
     with pytest.raises(SweepFailed, match=field):
         _sweep(instance, **bad)
     assert store_from_env().list_jobs() == []

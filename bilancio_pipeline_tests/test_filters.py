@@ -193,7 +193,7 @@ def test_errors_point_at_the_mistake(text, position, fragment):
     error = info.value
     assert fragment in str(error)
     assert error.position == position
-    caret_line = str(error).splitlines()[-1]
+    caret_line = next(line for line in str(error).splitlines() if line.strip() == "^")
     assert caret_line.index("^") - 2 == position  # two spaces of indent, like the text line
 
 

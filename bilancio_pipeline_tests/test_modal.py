@@ -172,6 +172,22 @@ def test_a_crashed_worker_fails_only_its_run(modal_local):
     assert all(outcomes[t.run_id].ok for t in tasks if t.run_id != crashed)
 
 
+def test_a_map_that_breaks_midway_fails_only_the_unfinished_runs(modal_local):
+    tasks = run_tasks(3)
+    real = local_functions()["run_simulation"]
+
+    class Disconnecting(LocalFunction):
+        def map(self, inputs, **options):
+            results = super().map(inputs, **options)
+            yield next(results)
+            raise ConnectionResetError("connection to Modal lost")
+
+    outcomes = list(ModalCompute(functions={"run_simulation": Disconnecting(real.function)}).run_batch(tasks, "unused"))
+    assert sorted(o.run_id for o in outcomes) == sorted(t.run_id for t in tasks)
+    assert [o.ok for o in outcomes].count(True) == 1
+    assert all("connection to Modal lost" in o.error for o in outcomes if not o.ok)
+
+
 def test_concurrency_is_bounded_by_chunks(modal_local):
     handles = local_functions()
     outcomes = list(ModalCompute(max_concurrency=2, functions=handles).run_batch(run_tasks(5), "unused"))

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 
 from bilancio_pipeline.storage import schema
 from bilancio_pipeline.storage.base import NotFound, StoreError
-from bilancio_pipeline.storage.sql import SqlStore
+from bilancio_pipeline.storage.sql import COPY_MIN_ROWS, SqlStore
 
 UTC = dt.timezone.utc
 
@@ -257,6 +257,49 @@ def test_partial_run_upsert_keeps_absent_columns_and_created_at(sql_store):
         assert_utc(after[run_id]["created_at"])
 
 
+TRICKY_TEXT = "tab\there\nnew line\r\\N back\\slash 'single' \"double\" ünïcode ✓ \\"
+
+
+@pytest.mark.parametrize("n_rows", [3, COPY_MIN_ROWS + 50])  # both the statement and the COPY path
+def test_awkward_values_round_trip_identically_in_small_and_large_batches(sql_store, n_rows):
+    sql_store.save_job(make_job())
+    when = dt.datetime(2026, 7, 1, 23, 59, 59, 123456, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    runs = [make_run(f"r{i:04d}", error=TRICKY_TEXT if i % 2 else None, seed=2**40 + i, kappa=1 / 3,
+                     completed_at=when, artifact_urls={"path": "C:\\runs\\x", "text": TRICKY_TEXT} if i % 3 else None)
+            for i in range(n_rows)]
+    metrics = [make_metrics(f"r{i:04d}", total_loss=float("inf"), cascade_fraction=float("-inf"), n_defaults=None,
+                            raw_metrics={"s": TRICKY_TEXT, "n": [1, 2.5, None], "deep": {"ok": True}})
+               for i in range(n_rows)]
+    sql_store.upsert_runs(runs)
+    sql_store.upsert_metrics(metrics)
+    stored = sql_store.list_runs("brave-blue-fox")
+    assert len(stored) == n_rows
+    for run, back in zip(runs, stored):
+        assert back["error"] == run["error"] and back["seed"] == run["seed"] and back["kappa"] == 1 / 3
+        assert back["artifact_urls"] == run["artifact_urls"]
+        assert back["completed_at"] == when and back["completed_at"].tzinfo == UTC
+    for back in sql_store.get_metrics(r["run_id"] for r in runs):
+        assert back["total_loss"] == float("inf") and back["cascade_fraction"] == float("-inf")
+        assert back["n_defaults"] is None
+        assert back["raw_metrics"] == {"s": TRICKY_TEXT, "n": [1, 2.5, None], "deep": {"ok": True}}
+
+
+def test_many_jobs_with_lists_round_trip(sql_store):
+    # No public call writes jobs in bulk; this drives the bulk path with array columns directly.
+    jobs = [make_job(f"job-{i:04d}", kappas=[0.1 * i, 1e300], seeds=[i, 2**40], cloud=bool(i % 2),
+                     description=TRICKY_TEXT) for i in range(COPY_MIN_ROWS + 5)]
+    sql_store._upsert("jobs", jobs)
+    back = {j["job_id"]: j for j in sql_store.list_jobs(limit=10_000)}
+    assert len(back) == len(jobs)
+    for job in jobs:
+        got = back[job["job_id"]]
+        assert got["kappas"] == job["kappas"] and got["seeds"] == job["seeds"]
+        assert got["cloud"] is job["cloud"] and got["description"] == TRICKY_TEXT and got["spec"] == job["spec"]
+    with pytest.raises(StoreError, match="jobs.kappas"):
+        sql_store.save_job(make_job("job-0001", kappas=[0.5, float("nan")]))
+    assert sql_store.get_job("job-0001")["kappas"] == [0.1, 1e300]
+
+
 def test_duplicate_keys_in_one_call_merge_last_wins(sql_store):
     seeded(sql_store, 1)
     sql_store.upsert_metrics([make_metrics("brave-blue-fox-r0", delta_total=1.0),
@@ -496,3 +539,45 @@ def test_sqlite_creates_its_directory_and_schema_and_reopens(tmp_path):
     assert (tmp_path / "deep" / "er" / "bilancio.db").is_file()
     with SqlStore(url) as again:  # a second open finds, and keeps, what is there
         assert again.get_job("brave-blue-fox")["kappas"] == [0.5, 1.0, 2.25]
+
+
+def test_sqlite_file_takes_concurrent_writers(sqlite_url):
+    """Several stores (as several processes would) writing one file at once: WAL and the busy
+    timeout make them wait for each other instead of failing with 'database is locked'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with SqlStore(sqlite_url) as setup:
+        setup.save_job(make_job())
+
+    def writer(worker: int) -> None:
+        with SqlStore(sqlite_url) as store:
+            for batch in range(3):
+                ids = [f"w{worker}-b{batch}-r{i}" for i in range(200)]
+                store.upsert_runs([make_run(r) for r in ids])
+                store.upsert_runs([{"run_id": r, "status": "completed"} for r in ids])
+                store.upsert_metrics([make_metrics(r) for r in ids])
+                store.log_event("brave-blue-fox", "progress", {"worker": worker, "batch": batch})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(writer, range(4)))
+    with SqlStore(sqlite_url) as store:
+        assert store.run_counts("brave-blue-fox")["completed"] == 4 * 3 * 200
+        assert len(store.completed_run_ids("brave-blue-fox")) == 4 * 3 * 200
+        assert len(store.list_events("brave-blue-fox")) == 12
+
+
+def test_values_of_the_wrong_kind_are_refused_naming_the_column(sql_store):
+    sql_store.save_job(make_job())
+    bad_rows = [
+        (make_run("r1", kappa="high"), "runs.kappa"),
+        ({**make_run("r1"), "run_id": 17}, "runs.run_id"),
+        (make_run("r1", started_at="yesterday"), "runs.started_at"),
+        (make_run("r1", artifact_urls={"s": {1, 2}}), "runs.artifact_urls"),
+        (make_run("r1", regime="bank_passive"), "runs.regime"),
+        (make_run("r1", no_such="x"), "no_such"),
+    ]
+    for row, named in bad_rows:
+        with pytest.raises(StoreError) as info:
+            sql_store.upsert_runs([make_run("r0"), row])
+        assert named in str(info.value)
+    assert sql_store.list_runs("brave-blue-fox") == []  # nothing written, not even the good row

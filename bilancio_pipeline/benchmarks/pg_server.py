@@ -28,12 +28,12 @@ class PostgresNotInstalled(RuntimeError):
 
 def find_pg_bin() -> Path:
     """The directory holding initdb and pg_ctl: $PGBIN, else the newest /usr/lib/postgresql/*/bin."""
-    candidates = [os.environ["PGBIN"]] if os.environ.get("PGBIN") else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    chosen = os.environ.get("PGBIN")
+    candidates = [chosen] if chosen else sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
     for directory in candidates:
         if (Path(directory) / "initdb").is_file() and (Path(directory) / "pg_ctl").is_file():
             return Path(directory)
-    raise PostgresNotInstalled(INSTALL_HINT)
+    raise PostgresNotInstalled(f"PGBIN={chosen} has no initdb and pg_ctl; fix or unset PGBIN" if chosen else INSTALL_HINT)
 
 
 def _version_key(path: str) -> int:

@@ -7,6 +7,7 @@ Files land under --out keeping the store's layout below the job: `runs/<run_id>/
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import click
@@ -14,6 +15,8 @@ import click
 from bilancio_pipeline.cli.errors import CommandError, friendly_errors, open_store
 from bilancio_pipeline.cli.results import require_job
 from bilancio_pipeline.storage.artifacts.base import ArtifactStore, run_key, run_prefix
+
+DOWNLOAD_THREADS = 8
 
 
 def _artifacts() -> ArtifactStore:
@@ -51,17 +54,31 @@ def download(job_id, run_id, out_dir):
     if not keys:
         what = f"job {job_id}" if run_id == "all" else f"run {run_id} of job {job_id}"
         raise CommandError(f"no artifacts are stored for {what} (in {artifacts.backend})")
-    out_dir = (out_dir or Path(job_id)).resolve()
+    shown_dir = out_dir or Path(job_id)
+    out_dir = shown_dir.resolve()
     targets = [(key, _target(out_dir, key[len(job_prefix):])) for key in keys]
     total_bytes = 0
-    with click.progressbar(targets, label=f"Downloading {len(keys)} files", file=sys.stderr,
-                           item_show_func=lambda item: item[0].rsplit("/", 1)[-1] if item else None) as bar:
-        for key, target in bar:
-            data = artifacts.get_bytes(key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            total_bytes += len(data)
-    click.echo(f"Downloaded {len(keys)} files ({_size(total_bytes)}) to {out_dir}")
+    # Objects download in parallel (S3 clients are thread-safe); the bar moves as each lands.
+    with ThreadPoolExecutor(max_workers=DOWNLOAD_THREADS) as pool, click.progressbar(
+        length=len(targets), label=f"Downloading {len(keys)} files", file=sys.stderr,
+    ) as bar:
+        futures = [pool.submit(_fetch, artifacts, key, target) for key, target in targets]
+        try:
+            for future in as_completed(futures):
+                total_bytes += future.result()
+                bar.update(1)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    click.echo(f"Downloaded {len(keys)} files ({_size(total_bytes)}) to {shown_dir}")
+
+
+def _fetch(artifacts: ArtifactStore, key: str, target: Path) -> int:
+    data = artifacts.get_bytes(key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return len(data)
 
 
 def _target(out_dir: Path, relative: str) -> Path:

@@ -7,6 +7,7 @@ only when BILANCIO_DEBUG is set, for whoever debugs the tool itself.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -74,12 +75,26 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # `… | head` closed the pipe: stop quietly, like other tools
+            _silence_stdout()
+            raise click.exceptions.Exit(1) from None
         except Exception as exc:  # the one place a failure becomes a message, never a traceback
             if os.environ.get("BILANCIO_DEBUG"):
                 raise
             raise CommandError(_describe(exc)) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 @contextmanager

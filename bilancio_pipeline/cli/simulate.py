@@ -12,7 +12,6 @@ with a message naming the flag and its allowed range.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -54,7 +53,7 @@ OPTION_HELP = {
     "q_total": "total face value of the ring debt (> 0)",
     "face_value": "ticket size S in the dealer kernel (> 0)",
     "monotonicity": "sorting of debt sizes in [-1, 1]",
-    "rollover": "re-issue repaid claims (true/false)",
+    "rollover": "re-issue repaid claims (on/off)",
     "default_handling": "expel-agent or fail-fast",
 }
 
@@ -145,14 +144,8 @@ def _check(values: dict[str, Any], flag_name: str | None) -> RunParams:
     except InvalidParameter as exc:
         name = flag_name or exc.name
         raise click.BadParameter(
-            f"{_show(exc.value)}: {exc.name} must be {exc.allowed}", param_hint=_flag(name)
+            f"{exc.value!r}: {exc.name} must be {exc.allowed}", param_hint=_flag(name)
         ) from None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return str(value)
-    return repr(value)
 
 
 def _label(value: Any) -> str:
@@ -250,7 +243,7 @@ def _options(command):
             _flag(name),
             name,
             default=None,
-            metavar="VALUE[,VALUE...]",
+            metavar="LIST",
             help=f"{OPTION_HELP.get(name, name)} [default: {shown}]",
         )(command)
     return command
@@ -264,7 +257,10 @@ def _options(command):
               help="parallel processes for a grid [default: number of cores]")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per run and line (for programs)")
 def command(out: Path | None, workers: int | None, as_json: bool, **raw_values: str | None) -> None:
-    """Run the Kalecki ring for every combination of the given parameter values."""
+    """Run the Kalecki ring for every combination of the given parameter values.
+
+    Every parameter takes one value or a comma-separated LIST (--kappa 0.25,0.5,1).
+    """
     grid = list(dict.fromkeys(build_grid(raw_values)))  # every RunParams is valid before anything runs
     varying = _varying(grid)
     names = [run_name(p, varying) for p in grid]

@@ -17,7 +17,7 @@ from bilancio_pipeline.cli.errors import friendly_errors, open_store
 from bilancio_pipeline.cli.output import echo, format_option, render_rows
 from bilancio_pipeline.maintenance.cleanup import VOLUMES, CleanupReport, open_volume, plan_cleanup, run_cleanup, utc, volume_kind
 from bilancio_pipeline.storage.artifacts.base import StoredJob
-from bilancio_pipeline.storage.base import NotFound
+from bilancio_pipeline.storage.base import NotFound, StoreError
 from bilancio_pipeline.storage.schema import JOB_STATUSES
 
 COLUMNS = ("job_id", "status", "n_objects", "total_bytes", "size", "last_modified", "age_days")
@@ -91,8 +91,12 @@ def ls(volume, fmt):
     """List the experiments (jobs) on the volume with their size and age."""
     kind, store_volume = _open_volume(volume)
     jobs = store_volume.list_jobs()
-    with open_store() as store:
-        statuses = _statuses(store, jobs)
+    try:
+        with open_store() as store:
+            statuses = _statuses(store, jobs)
+    except StoreError as exc:  # listing the volume should not depend on the table store
+        click.echo(f"Warning: job statuses unavailable ({exc})", err=True)
+        statuses = {}
     rows = _rows(jobs, statuses)
     if fmt != "table":
         echo(render_rows(rows, fmt, COLUMNS))

@@ -25,7 +25,9 @@ _WRITERS = {  # table -> how a store writes its rows in bulk
 }
 
 
-def to_rows(obj: pd.DataFrame | Sequence[Row]) -> list[Row]:
+def to_rows(obj: pd.DataFrame | Sequence[Row] | Row) -> list[Row]:
+    if isinstance(obj, dict):  # one row, e.g. a sweep's job_metrics
+        return [dict(obj)]
     if isinstance(obj, pd.DataFrame):
         frame = obj.astype(object).where(obj.notna(), None)
         return frame.to_dict(orient="records")

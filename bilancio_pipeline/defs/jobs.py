@@ -42,7 +42,10 @@ def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: Sto
     return spec.job_id
 
 
-@dg.job(description="Launch a sweep: fill in the form, and its runs are materialized in batches.")
+@dg.job(
+    description="Launch a sweep: fill in the form, and its runs are materialized in batches.",
+    executor_def=dg.in_process_executor,  # one small step: a step subprocess costs seconds of start-up
+)
 def launch_sweep_job():
     launch_sweep()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
+import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,7 +25,7 @@ import yaml
 
 from bilancio_pipeline.engine import plain_yaml
 from bilancio_pipeline.engine.output import SimulationOutput
-from bilancio_pipeline.engine.run_report import render_metrics_html, render_run_html
+from bilancio_pipeline.engine.run_report import day_metrics_svg, render_metrics_html, render_run_html
 
 # artifact name -> path relative to the run folder (names as the original system's results use)
 ARTIFACT_PATHS = {
@@ -105,15 +107,23 @@ class ArtifactCorrupt(ValueError):
 
 
 def write_artifacts(output: SimulationOutput, out_dir: Path) -> dict[str, str]:
-    """Write every artifact of one run under out_dir; returns {artifact name: relative path}.
+    """Write every artifact of one run under out_dir; returns {artifact name: relative path}."""
+    out_dir = Path(out_dir)
+    (out_dir / "out").mkdir(parents=True, exist_ok=True)
+    for name, data in render_artifacts(output).items():
+        _write_file(os.path.join(out_dir, ARTIFACT_PATHS[name]), data)
+    return dict(ARTIFACT_PATHS)
+
+
+def render_artifacts(output: SimulationOutput) -> dict[str, bytes]:
+    """The content of every artifact, in memory: {artifact name: bytes}.
 
     A day row may carry helper lists under keys starting with "_" (`_debtor_shares`,
     `_intraday`); they go to their own CSV files, not into metrics.csv/json."""
-    out_dir = Path(out_dir)
-    (out_dir / "out").mkdir(parents=True, exist_ok=True)
     days = public_day_rows(output.day_metrics)
     debtor_shares = [share for row in output.day_metrics for share in row.get("_debtor_shares", ())]
     intraday = [step for row in output.day_metrics for step in row.get("_intraday", ())]
+    plot = day_metrics_svg(days)  # one chart, shown in both HTML pages
     contents = {
         "scenario_yaml": scenario_yaml(output),
         "events_jsonl": events_jsonl(output.events),
@@ -123,23 +133,27 @@ def write_artifacts(output: SimulationOutput, out_dir: Path) -> dict[str, str]:
         "debtor_shares_csv": csv_text(debtor_shares, DEBTOR_SHARE_COLUMNS),
         "intraday_csv": csv_text(intraday, INTRADAY_COLUMNS),
         "dealer_metrics_json": orjson.dumps(output.dealer_metrics, default=_json_default, option=_JSON_DOC),
-        "metrics_html": render_metrics_html(output, days, debtor_shares, intraday),
-        "run_html": render_run_html(output, days),
+        "metrics_html": render_metrics_html(output, days, debtor_shares, intraday, plot),
+        "run_html": render_run_html(output, days, plot),
     }
-    for name, data in contents.items():
-        path = out_dir / ARTIFACT_PATHS[name]
-        if isinstance(data, str):
-            path.write_text(data, encoding="utf-8")
-        else:
-            path.write_bytes(data)
-    return dict(ARTIFACT_PATHS)
+    return {name: data.encode("utf-8") if isinstance(data, str) else data for name, data in contents.items()}
+
+
+def _write_file(path: str, data: bytes) -> None:
+    # plain os calls: a third cheaper than Path.write_bytes for ten small files per run
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def public_day_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The day rows without helper keys (those starting with "_")."""
-    if not any(key[:1] == "_" for row in rows for key in row):
-        return rows
-    return [{k: v for k, v in row.items() if k[:1] != "_"} for row in rows]
+    """The day rows as metrics.csv/json hold them: no helper keys (those starting with "_"),
+    and NaN as None, so that both files say "no value" the same way."""
+    return [{k: (None if type(v) is float and v != v else v) for k, v in row.items() if k[:1] != "_"} for row in rows]
 
 
 def scenario_yaml(output: SimulationOutput) -> str:
@@ -174,20 +188,21 @@ def day_metric_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> str:
+    """CSV with a header; a missing value or None is an empty cell, a Decimal keeps its digits."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows([[_csv_cell(row.get(column)) for column in columns] for row in rows])
+    if len(columns) > 1:
+        pick = operator.itemgetter(*columns)  # C speed when every row has every column
+        try:
+            writer.writerows([pick(row) for row in rows])
+            return buffer.getvalue()
+        except KeyError:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(columns)
+    writer.writerows([[row.get(column) for column in columns] for row in rows])
     return buffer.getvalue()
-
-
-def _csv_cell(value: Any) -> Any:
-    kind = type(value)
-    if kind is float:
-        return "" if value != value else value  # NaN: empty, as the JSON has null
-    if kind is Decimal:  # as the JSON writes it: an integer or a float
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 def _json_default(value: Any) -> Any:

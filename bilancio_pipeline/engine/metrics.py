@@ -19,21 +19,12 @@ _CTX = Context(prec=28)
 _ZERO = Decimal(0)
 
 
-def _due_ids(e: dict[str, Any], clean: bool) -> list[str]:
+def _due_keys(e: dict[str, Any], clean: bool) -> tuple[Any, Any]:
+    """The identifiers a due is known by: payable_id/pid (clean: else contract_id) and alias."""
     pid = e.get("payable_id") or e.get("pid")
     if clean and not pid:
         pid = e.get("contract_id")
-    return [str(x) for x in (pid, e.get("alias")) if x]
-
-
-def _settled_matches(e: dict[str, Any], id_to_due: dict[str, int]) -> int | None:
-    pid = str(e.get("pid") or e.get("contract_id") or "")
-    alias = str(e.get("alias") or "")
-    if pid and pid in id_to_due:
-        return id_to_due[pid]
-    if alias and alias in id_to_due:
-        return id_to_due[alias]
-    return None
+    return pid, e.get("alias")
 
 
 def money_supply(balances: Iterable[dict[str, Any]]) -> Decimal:
@@ -56,8 +47,10 @@ def _as_number(value: Decimal | None) -> float | None:
 def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of metrics.csv (§5.2) plus the day-list summary (§5.3) with both delta variants.
 
-    Returns (rows, summary) where rows also carry `debtor_shares` and `intraday` lists that the
-    artifact writer turns into debtor_shares.csv and intraday.csv."""
+    Amounts are whole minor units, so sums, net positions and the RTGS peak are exact integers;
+    phi/delta use Decimal division like the original. Each row also carries `_debtor_shares`
+    and `_intraday` lists, which the artifact writer turns into debtor_shares.csv and
+    intraday.csv."""
     created_by_day: dict[int, list[dict[str, Any]]] = defaultdict(list)
     settled_by_day: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
@@ -66,129 +59,128 @@ def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> 
             if e.get("due_day") is not None:
                 created_by_day[int(e["due_day"])].append(e)
         elif kind == "PayableSettled":
-            settled_by_day[int(e["day"])].append(e)
+            settled_by_day[e["day"]].append(e)
 
     rows: list[dict[str, Any]] = []
     s_total = phi_weighted = delta_weighted = phi_clean_weighted = _ZERO
     n_tracked = 0
-    max_g: Decimal | None = None
+    max_g: float | None = None
+    money_int = None if money is None else float(money)
     day1: dict[str, Any] = {}
+    one = Decimal(1)
     with localcontext(_CTX):
         for t in sorted(created_by_day):
-            dues = created_by_day[t]
-            outflow: dict[str, Decimal] = defaultdict(Decimal)
-            inflow: dict[str, Decimal] = defaultdict(Decimal)
-            s_t = _ZERO
-            compat_ids: dict[str, int] = {}
-            clean_ids: dict[str, int] = {}
-            for d in dues:
-                amount = Decimal(d["amount"])
+            outflow: dict[str, int] = defaultdict(int)
+            inflow: dict[str, int] = defaultdict(int)
+            s_t = 0
+            compat_ids: set[Any] = set()
+            clean_ids: set[Any] = set()
+            for d in created_by_day[t]:
+                amount = int(d["amount"])
                 s_t += amount
                 outflow[d["debtor"]] += amount
                 inflow[d["creditor"]] += amount
-                for key in _due_ids(d, False):
-                    compat_ids[key] = t
-                for key in _due_ids(d, True):
-                    clean_ids[key] = t
-            agents = list(dict.fromkeys(list(outflow) + list(inflow)))
-            nets = {a: inflow.get(a, _ZERO) - outflow.get(a, _ZERO) for a in agents}
-            shortfalls = {a: max(_ZERO, outflow.get(a, _ZERO) - inflow.get(a, _ZERO)) for a in agents}
-            mbar = sum(shortfalls.values(), _ZERO)
+                compat_ids.update(_due_keys(d, False))
+                clean_ids.update(_due_keys(d, True))
+            compat_ids.discard(None)
+            clean_ids.discard(None)
+            agents = list(dict.fromkeys([*outflow, *inflow]))
+            nets = {a: inflow.get(a, 0) - outflow.get(a, 0) for a in agents}
+            shortfalls = {a: max(0, -v) for a, v in nets.items()}
+            mbar = sum(shortfalls.values())
 
             settled_today = settled_by_day.get(t, [])
-            num = num_clean = _ZERO
+            num = num_clean = 0
             for e in settled_today:
-                amount = Decimal(e["amount"])
-                if _settled_matches(e, compat_ids) == t:
-                    num += amount
+                pid = e.get("pid") or e.get("contract_id")
+                alias = e.get("alias")
+                if pid in compat_ids or alias in compat_ids:
+                    num += e["amount"]
                     n_tracked += 1
-                if _settled_matches(e, clean_ids) == t:
-                    num_clean += amount
+                if pid in clean_ids or alias in clean_ids:
+                    num_clean += e["amount"]
             phi_t = delta_t = None
             if s_t != 0:
-                phi_t = num / s_t
-                delta_t = Decimal(1) - phi_t
-                phi_clean = num_clean / s_t
-                s_total += s_t
-                phi_weighted += s_t * phi_t
-                delta_weighted += s_t * delta_t
-                phi_clean_weighted += s_t * phi_clean
+                ds_t = Decimal(s_t)
+                phi_t = Decimal(num) / ds_t
+                delta_t = one - phi_t
+                s_total += ds_t
+                phi_weighted += ds_t * phi_t
+                delta_weighted += ds_t * delta_t
+                phi_clean_weighted += ds_t * (Decimal(num_clean) / ds_t)
 
             # RTGS replay of the day's settlements (all of them, rolled-over ones included)
-            running: dict[str, Decimal] = defaultdict(Decimal)
-            positive_total = _ZERO  # sum of positive cumulative net outflows, kept incrementally
-            peak = gross = _ZERO
+            running: dict[str, int] = defaultdict(int)
+            positive_total = peak = gross = 0  # positive_total: sum of positive cumulative net outflows
             steps = []
             for e in settled_today:
-                amount = Decimal(e["amount"])
+                amount = e["amount"]
                 if amount == 0:
                     continue
-                for agent, change in ((e["debtor"], amount), (e["creditor"], -amount)):
-                    before = running[agent]
-                    after = before + change
-                    running[agent] = after
-                    positive_total += max(after, _ZERO) - max(before, _ZERO)
+                payer, payee = e["debtor"], e["creditor"]
+                before = running[payer]
+                running[payer] = before + amount
+                positive_total += max(before + amount, 0) - max(before, 0)
+                before = running[payee]
+                running[payee] = before - amount
+                positive_total += max(before - amount, 0) - max(before, 0)
                 gross += amount
                 if positive_total > peak:
                     peak = positive_total
-                steps.append({"day": t, "step": len(steps) + 1, "payer": e["debtor"], "payee": e["creditor"],
+                steps.append({"day": t, "step": len(steps) + 1, "payer": payer, "payee": payee,
                               "amount": amount, "P_prefix": positive_total})
-            velocity = gross / peak if peak != 0 else None
-
             positive = [v for v in nets.values() if v > 0]
-            positive_sum = sum(positive, _ZERO)
-            hhi = sum(((x / positive_sum) ** 2 for x in positive), _ZERO) if positive_sum != 0 else None
-            debtor_shares = (
-                {a: v / mbar for a, v in shortfalls.items()} if mbar != 0 else dict.fromkeys(shortfalls)
-            )
-            alpha_t = Decimal(1) - mbar / s_t if s_t != 0 else None
-            g_t = max(_ZERO, mbar - money) if money is not None else None
+            positive_sum = sum(positive)
+            hhi = sum((x / positive_sum) ** 2 for x in positive) if positive_sum else None
+            debtor_shares = {a: v / mbar for a, v in shortfalls.items()} if mbar else dict.fromkeys(shortfalls)
+            g_t = max(0.0, mbar - money_int) if money_int is not None else None
             if g_t is not None:
                 max_g = g_t if max_g is None else max(max_g, g_t)
             notes = []
             if hhi is None:
                 notes.append("no net creditors")
-            if all(v is None for v in debtor_shares.values()):
+            if mbar == 0:
                 notes.append("no net debtors")
             row = {
                 "day": t,
                 "S_t": s_t,
                 "Mbar_t": mbar,
-                "M_t": money,
+                "M_t": money_int,
                 "G_t": g_t,
-                "alpha_t": alpha_t,
+                "alpha_t": 1 - mbar / s_t if s_t else None,
                 "Mpeak_t": peak,
                 "gross_settled_t": gross,
-                "v_t": velocity,
-                "phi_t": phi_t,
-                "delta_t": delta_t,
+                "v_t": gross / peak if peak else None,
+                "phi_t": _as_number(phi_t),
+                "delta_t": _as_number(delta_t),
                 "HHIplus_t": hhi,
-                "n_debtors": sum(1 for a in agents if outflow.get(a, _ZERO) > inflow.get(a, _ZERO)),
+                "n_debtors": sum(1 for v in nets.values() if v < 0),
                 "n_creditors": len(positive),
                 "notes": "; ".join(notes),
+                "_debtor_shares": [{"day": t, "agent": a, "DS_t": v} for a, v in debtor_shares.items()],
+                "_intraday": steps,
             }
             rows.append(row)
-            row["_debtor_shares"] = [{"day": t, "agent": a, "DS_t": v} for a, v in debtor_shares.items()]
-            row["_intraday"] = steps
             if t == 1:
                 day1 = row
 
         phi_total = phi_weighted / s_total if s_total else None
         delta_total = delta_weighted / s_total if s_total else None
         phi_clean_total = phi_clean_weighted / s_total if s_total else None
+        delta_clean = one - phi_clean_total if phi_clean_total is not None else None
     summary = {
         "phi_total": _as_number(phi_total),
         "delta_total": _as_number(delta_total),
         "phi_clean": _as_number(phi_clean_total),
-        "delta_clean": None if phi_clean_total is None else float(Decimal(1) - phi_clean_total),
+        "delta_clean": _as_number(delta_clean),
         "S_total": float(s_total),
         "time_to_stability": max(created_by_day) if created_by_day else 0,
         "n_clears_tracked": n_tracked,
-        "max_G_t": _as_number(max_g),
-        "alpha_1": _as_number(day1.get("alpha_t")),
-        "Mpeak_1": _as_number(day1.get("Mpeak_t")),
-        "v_1": _as_number(day1.get("v_t")),
-        "HHIplus_1": _as_number(day1.get("HHIplus_t")),
+        "max_G_t": max_g,
+        "alpha_1": day1.get("alpha_t"),
+        "Mpeak_1": day1.get("Mpeak_t"),
+        "v_1": day1.get("v_t"),
+        "HHIplus_1": day1.get("HHIplus_t"),
     }
     return rows, summary
 
@@ -243,6 +235,6 @@ def run_level_metrics(events: list[dict[str, Any]], s_total: float) -> dict[str,
     }
 
 
-def plain_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A metrics.csv row with Decimals as floats and without the helper lists."""
-    return {k: (float(v) if isinstance(v, Decimal) else v) for k, v in row.items() if not k.startswith("_")}
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.csv row without the helper lists."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bilancio_pipeline.engine.metrics import compute_day_metrics, money_supply, plain_row, run_level_metrics
+from bilancio_pipeline.engine.metrics import compute_day_metrics, money_supply, public_row, run_level_metrics
 from bilancio_pipeline.engine.output import SimulationOutput
 from bilancio_pipeline.engine.params import RunParams
 from bilancio_pipeline.engine.scenario import generate
@@ -31,6 +31,7 @@ def simulate(params: RunParams) -> SimulationOutput:
     started = time.perf_counter()
     scenario = generate(params)
     ledger = build_ledger(scenario)
+    ledger.track_new = params.regime == "active"
     market = None
     if params.regime == "active":
         from bilancio_pipeline.engine.dealer import DealerMarket
@@ -54,7 +55,9 @@ def simulate(params: RunParams) -> SimulationOutput:
         "money_end": sum(ledger.cash),
         "cash_minted_total": ledger.cb_minted,
     }
-    dealer_metrics = market.report() if market is not None else passive_dealer_report(ledger)
+    dealer_metrics = passive_dealer_report(ledger)
+    if market is not None:
+        dealer_metrics.update(market.report())
     dealer_metrics["total_trades"] = summary["total_trades"]
     wall_ms = (time.perf_counter() - started) * 1000.0
     summary["wall_ms"] = wall_ms
@@ -63,7 +66,7 @@ def simulate(params: RunParams) -> SimulationOutput:
         scenario=scenario.to_dict(),
         events=ledger.events,
         balances=balances,
-        day_metrics=[plain_row(r) | {"_debtor_shares": r["_debtor_shares"], "_intraday": r["_intraday"]} for r in rows],
+        day_metrics=rows,
         summary=summary,
         dealer_metrics=dealer_metrics,
         wall_ms=wall_ms,
@@ -82,7 +85,7 @@ def run_simulation(params: RunParams, out_dir: Path | None = None) -> RunResult:
     wall_ms = (time.perf_counter() - started) * 1000.0
     summary = dict(output.summary)
     summary["wall_ms"] = wall_ms
-    day_metrics = [{k: v for k, v in row.items() if not k.startswith("_")} for row in output.day_metrics]
+    day_metrics = [public_row(row) for row in output.day_metrics]
     return RunResult(params=params, summary=summary, day_metrics=day_metrics, artifacts=artifacts, wall_ms=wall_ms)
 
 

@@ -2,7 +2,7 @@
 
 Both are static and offline: inline CSS and an inline SVG chart drawn here, no scripts, no
 external files. They are built with plain string joins because they are written for every run
-of a sweep and must cost well under a millisecond.
+of a sweep: together they cost about a millisecond.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _table(columns: list[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     lines = []
     for row in rows:
-        lines.append("<tr>" + "".join(f'<td class="l">{fmt(v)}</td>' if type(v) is str else f"<td>{fmt(v)}</td>" for v in row) + "</tr>")
+        lines.append("<tr>" + "".join([f'<td class="l">{fmt(v)}</td>' if type(v) is str else f"<td>{fmt(v)}</td>" for v in row]) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
@@ -347,8 +347,10 @@ def render_metrics_html(
     days: list[dict[str, Any]] | None = None,
     debtor_shares: list[dict[str, Any]] = (),
     intraday: list[dict[str, Any]] = (),
+    plot: str | None = None,
 ) -> str:
-    """out/metrics.html; `days` are the day rows without helper keys (default: output's)."""
+    """out/metrics.html; `days` are the day rows without helper keys (default: output's),
+    `plot` the day chart if already drawn for run.html."""
     days = output.day_metrics if days is None else days
     name = output.scenario.get("name") or "Kalecki ring"
     return _page(
@@ -356,7 +358,7 @@ def render_metrics_html(
         _params_line(output),
         [
             _section("Summary Across Days", _cards(_day_summary(output, days))),
-            _section("Day-by-Day Plot", day_metrics_svg(days)),
+            _section("Day-by-Day Plot", plot if plot is not None else day_metrics_svg(days)),
             _section("Day-by-Day Metrics", _day_table(days)),
             _section("Debtor Shortfall Shares DS_t(i)", _debtor_share_matrix(list(debtor_shares))),
             _section(
@@ -396,7 +398,7 @@ def _flat_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
         if isinstance(value, dict):
             items.extend(_flat_items(value, f"{prefix}{key}."))
         elif isinstance(value, (list, tuple)):
-            items.append((f"{prefix}{key}", ", ".join(fmt(v) for v in value)))
+            items.append((f"{prefix}{key}", ", ".join(str(v) for v in value)))
         else:
             items.append((f"{prefix}{key}", value))
     return items
@@ -411,18 +413,23 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     return cards
 
 
-def render_run_html(output: SimulationOutput, days: list[dict[str, Any]] | None = None) -> str:
-    """run.html; `days` are the day rows without helper keys (default: output's)."""
+def _kind(event: dict[str, Any]) -> Any:
+    return event.get("kind")
+
+
+def render_run_html(output: SimulationOutput, days: list[dict[str, Any]] | None = None, plot: str | None = None) -> str:
+    """run.html; `days` are the day rows without helper keys (default: output's), `plot` the
+    day chart if already drawn for metrics.html."""
     days = output.day_metrics if days is None else days
     events = output.events
-    defaults = [e for e in events if e.get("kind") == "AgentDefaulted"]
-    trades = [e for e in events if e.get("kind") == "dealer_trade"]
-    kinds = Counter(e.get("kind") for e in events)
+    kinds = Counter(map(_kind, events))
+    defaults = [e for e in events if e.get("kind") == "AgentDefaulted"] if kinds["AgentDefaulted"] else []
+    trades = [e for e in events if e.get("kind") == "dealer_trade"] if kinds["dealer_trade"] else []
     balances = [b for b in output.balances if b.get("agent_id")]
     name = output.scenario.get("name") or "Kalecki ring"
     sections = [
         _section("Headline Metrics", _cards(_headline(output.summary))),
-        _section("Day-by-Day Plot", day_metrics_svg(days) + '<p class="muted small">The full day table is in out/metrics.html.</p>'),
+        _section("Day-by-Day Plot", (plot if plot is not None else day_metrics_svg(days)) + '<p class="muted small">The full day table is in out/metrics.html.</p>'),
         _section(
             f"Defaults ({len(defaults)})",
             _table(["day", "agent", "trigger contract", "shortfall"], ([e.get("day"), e.get("agent"), e.get("trigger_contract"), e.get("shortfall")] for e in defaults))

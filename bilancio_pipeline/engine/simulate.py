@@ -21,7 +21,7 @@ class Payable:
 
     def __init__(self, serial: int, debtor: int, creditor: int, amount: int, due: int, dist: int, alias: str | None):
         self.serial = serial
-        self.cid = f"PAY_{serial:06d}"
+        self.cid = "PAY_%06d" % serial
         self.debtor = debtor
         self.creditor = creditor  # original creditor (the asset holder of record; rollover goes to it)
         self.holder = creditor  # current holder (changes when the claim is sold)
@@ -52,13 +52,20 @@ class Ledger:
     # settlement observations for the dealer's belief tracker: (day, issuer, defaulted)
     history: list[tuple[int, int, bool]] = field(default_factory=list)
     new_payables: list[Payable] = field(default_factory=list)  # created since the dealer last looked
+    track_new: bool = True  # only the active regime's dealer reads new_payables
 
     def add_payable(self, debtor: int, creditor: int, amount: int, due: int, dist: int, alias: str | None) -> Payable:
-        p = Payable(self.next_serial, debtor, creditor, amount, due, dist, alias)
-        self.next_serial += 1
-        self.payables[p.serial] = p
-        self.by_due.setdefault(due, []).append(p)
-        self.new_payables.append(p)
+        serial = self.next_serial
+        p = Payable(serial, debtor, creditor, amount, due, dist, alias)
+        self.next_serial = serial + 1
+        self.payables[serial] = p
+        bucket = self.by_due.get(due)
+        if bucket is None:
+            self.by_due[due] = [p]
+        else:
+            bucket.append(p)
+        if self.track_new:
+            self.new_payables.append(p)
         return p
 
     def remove(self, p: Payable) -> None:
@@ -173,6 +180,10 @@ def settle_due(ledger: Ledger, t: int, *, fail_fast: bool) -> list[tuple[int, in
         debtor = p.debtor
         amount = p.amount
         available = cash[debtor]
+        if p.holder == debtor and amount > 0:
+            # A firm that bought back its own debt: the original's cash transfer to oneself is
+            # refused, so nothing is paid and the payable defaults.
+            available = 0
         if available >= amount:
             cash[debtor] = available - amount
             cash[p.holder] += amount
@@ -201,7 +212,7 @@ def settle_due(ledger: Ledger, t: int, *, fail_fast: bool) -> list[tuple[int, in
             return None
         # Default: the partial payment stays with the holder (no rollback in expel mode).
         paid = available
-        cash[debtor] = 0
+        cash[debtor] -= paid
         cash[p.holder] += paid
         default_payable(ledger, p, paid, t)
     return settled
@@ -265,7 +276,7 @@ def pro_rata_recovery(ledger: Ledger, agent: int, liabilities: list[Payable], li
     distributed = 0
     for p in liabilities:
         share = round((p.amount / total_claims) * liquid)
-        if share <= 0 or cash[agent] < share:  # the original skips a transfer it cannot cover
+        if share <= 0 or cash[agent] < share or p.holder == agent:  # transfers the original refuses
             continue
         cash[agent] -= share
         cash[p.holder] += share
@@ -314,20 +325,19 @@ def reassign_receivables(ledger: Ledger, agent: int, weights: dict[int, Decimal]
 
 def roll_over(ledger: Ledger, t: int, settled: list[tuple[int, int, int, int]]) -> None:
     """Re-issue each repaid payable to its original creditor, due MAX + ΔT (Model C cash rule)."""
-    max_due = t
-    for p in ledger.payables.values():
-        if p.due > max_due:
-            max_due = p.due
+    payables = ledger.payables
+    max_due = max(t, max((p.due for p in payables.values()), default=t))
     n = ledger.n_traders
     cash = ledger.cash
     defaulted = ledger.defaulted
     ids = ledger.ids
     events = ledger.events
+    add = ledger.add_payable
     for debtor, creditor, amount, dist in settled:
         if defaulted[debtor] or defaulted[creditor]:
             continue
         new_due = max_due + dist
-        p = ledger.add_payable(debtor, creditor, amount, new_due, dist, None)
+        p = add(debtor, creditor, amount, new_due, dist, None)
         if creditor >= n:  # vbt/dealer creditors lend the amount again, as far as their cash goes
             moved = min(amount, cash[creditor])
             cash[creditor] -= moved

@@ -110,7 +110,7 @@ def _cards(job, runs_rows, job_metrics_row, pairs) -> str:
     stats = dict(job_metrics_row or {})
     cards = [
         ("status", job.get("status")),
-        ("runs", f"{sum(r.get('status') == 'completed' for r in runs_rows)} completed / {len(runs_rows)}"),
+        ("completed runs", f"{sum(r.get('status') == 'completed' for r in runs_rows)} / {len(runs_rows)}"),
         ("pairs", len(pairs)),
         ("mean trading effect", stats.get("mean_trading_effect", fmean(effects) if effects else None)),
         ("dealers help / hurt", f"{sum(e > 0.001 for e in effects)} / {sum(e < -0.001 for e in effects)}"),
@@ -194,9 +194,17 @@ def _new_figure(n_panels: int):
 
 
 def _kappa_axis(ax, kappas):
+    """κ on a log axis when the grid spans a decade or more, ticks at the grid's own values."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
     positive = [k for k in kappas if k and k > 0]
     if positive and min(positive) * 10 <= max(positive) and len(positive) == len(kappas):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if 0 < len(kappas) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(kappas))
+        ax.set_xticklabels([f"{k:g}" for k in kappas])
     ax.set_xlabel("κ (liquidity ratio)")
     ax.grid(alpha=0.3)
 

@@ -16,12 +16,12 @@ is ever pasted into query text, and any mistake is a `FilterError` that points a
 
 from __future__ import annotations
 
+import difflib
+import functools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
-
-import difflib
-import operator
 
 import lark
 from sqlalchemy import and_, not_, or_
@@ -111,7 +111,12 @@ STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
 %ignore WS
 """
 
-_PARSER = lark.Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+@functools.cache
+def _parser() -> lark.Lark:
+    # Built on first use (tens of milliseconds), so commands that never filter do not pay for it.
+    return lark.Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
 
 _TOKEN_NAMES = {
     "COLUMN": "a column name", "OP": "a comparison (< <= > >= = !=)", "NUMBER": "a number",
@@ -275,7 +280,7 @@ def parse_filter(text: str, columns: Iterable[str] | Mapping[str, str] = schema.
     if text.count("(") > MAX_DEPTH and _paren_depth(text) > MAX_DEPTH:
         raise FilterError(f"the filter nests parentheses more than {MAX_DEPTH} deep")
     try:
-        tree = _PARSER.parse(text)
+        tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
     try:

@@ -7,9 +7,14 @@ failure (network error, 429, 5xx) from a refusal, and `.execute()` does not repo
 client's own retry loop (GETs only, fixed sleeps, no deadline) is switched off in favour of
 one policy for every request: exponential backoff with jitter under a deadline.
 
-Writes are chunked (the client sends one POST however many rows it is given); reads page with
-`offset`/`limit` past PostgREST's row cap until a short page; long id lists are split so that
-URLs stay short. Rows come back shaped like the SQL store's: aware UTC datetimes, floats, ints.
+Writes are chunked (the client sends one POST however many rows it is given), one request per
+set of columns, so that an upsert never nulls a column a row did not carry. A row that lacks
+columns a new row needs (e.g. `{"run_id": …, "status": "completed"}`) can only change a stored
+row: the stored rows are read and sent back complete, as the SQL store's UPDATE would leave
+them. Reads page with `offset`/`limit` past PostgREST's row cap (1,000 on Supabase; keep
+`page_size` at or below it) until a short page; long id lists are split so that URLs stay
+short. Values are checked per column before anything is sent, and rows come back shaped like
+the SQL store's: aware UTC datetimes, floats, ints, NaN stored as NULL.
 """
 
 from __future__ import annotations
@@ -424,13 +429,16 @@ class RestStore(Store):
         lay the given columns over them (an INSERT … ON CONFLICT checks NOT NULL before it
         looks for the conflict, so a partial row cannot go out as it is)."""
         (key,) = schema.CONFLICT_KEYS[table]
-        stored = {row[key]: row for row in self._select_in(table, key, [r[key] for r in partial], lambda q: q,
-                                                           [(key, False)], f"reading {table} to update", raw=True)}
-        absent = [row[key] for row in partial if row[key] not in stored]
+        found = self._select_in(
+            table, key, [r[key] for r in partial], lambda q: q, [(key, False)], f"reading {table} to update", raw=True
+        )
+        stored = {row[key]: row for row in found}
+        absent = [row for row in partial if row[key] not in stored]
         if absent:
-            need = ", ".join(sorted(_REQUIRED[table] - set().union(*(row.keys() for row in partial))))
+            need = ", ".join(sorted(_REQUIRED[table] - absent[0].keys()))
             raise self._refuse(
-                f"{table}: {len(absent)} row(s) not stored yet (first: {absent[0]!r}) and cannot be inserted without {need}"
+                f"{table}: {len(absent)} row(s) not stored yet (first: {absent[0][key]!r}) "
+                f"and cannot be inserted without {need}"
             )
         return [{**stored[row[key]], **row} for row in partial]
 
@@ -471,7 +479,7 @@ class RestStore(Store):
         """Rows whose `column` is one of `values`, with the list split so each URL stays short."""
         unique = sorted({str(v) for v in values})
         rows: list[Row] = []
-        for part in [unique]:
+        for part in _chunks(unique, self.in_chunk_size):
             rows.extend(self._select_all(
                 table, lambda q, part=part: build(q).in_(column, part), order, what, columns=columns, raw=raw
             ))

@@ -7,7 +7,8 @@ processes can share the file. PostgreSQL: the schema is the migrations in `supab
 the store checks they were applied and says so if not.
 
 Writes are idempotent upserts on each table's key (`schema.CONFLICT_KEYS`), sent in chunks of
-many rows per statement, one transaction per call: a refused row rolls back the whole call.
+many rows per statement (large PostgreSQL batches through COPY, see `storage.pg_copy`), one
+transaction per call: a refused row rolls back the whole call.
 Every database error becomes a `StoreError` naming the backend, without the URL's password.
 """
 
@@ -53,6 +54,7 @@ from bilancio_pipeline.storage import schema
 from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
 
 CHUNK_ROWS = 2_000  # rows per executemany call; the driver pages these into multi-row statements
+COPY_MIN_ROWS = 200  # from this many rows on, PostgreSQL upserts go through COPY (storage.pg_copy)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_HINT = "run the migrations in supabase/migrations (`supabase db push`, or psql -f each file in order)"
 
@@ -99,6 +101,14 @@ def _to_float(value: Any) -> float | None:
     return None if math.isnan(value) else value  # SQLite stores NaN as NULL: do so everywhere
 
 
+def _finite_float(value: Any) -> float:
+    # Lists are JSON in SQLite, where NaN and infinities cannot be written: refuse them everywhere.
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} in a list: only finite numbers can be stored")
+    return value
+
+
 def _to_int(value: Any) -> int | None:
     if isinstance(value, float):
         if math.isnan(value):
@@ -113,6 +123,21 @@ def _to_bool(value: Any) -> bool:
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
     raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _to_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return str.__str__(value)  # a plain str, also from str subclasses such as enums
+
+
+def _to_json(value: Any) -> Any:
+    # Through orjson and back: numpy values become plain numbers and NaN/inf become null, the
+    # same on every backend; anything that is not JSON fails here, naming its column.
+    try:
+        return orjson.loads(_json_dumps(value))
+    except orjson.JSONEncodeError as problem:
+        raise TypeError(f"not JSON: {problem}") from None
 
 
 def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], list]:
@@ -148,10 +173,10 @@ _WRITERS: dict[str, Callable[[Any], Any] | None] = {
     "float": _to_float,
     "int": _to_int,
     "bool": _to_bool,
-    "float_list": _list_of(float),
+    "float_list": _list_of(_finite_float),
     "int_list": _list_of(operator.index),
-    "json": None,
-    "text": None,
+    "json": _to_json,
+    "text": _to_text,
 }
 
 
@@ -269,14 +294,22 @@ class SqlStore(Store):
             raise
         except exc.SQLAlchemyError as error:
             raise self._store_error(action, error) from None
+        except Exception as error:
+            # The driver's own errors, from the few calls made on its cursor directly (COPY).
+            dbapi = self._engine.dialect.loaded_dbapi
+            if isinstance(error, dbapi.Error):
+                raise self._store_error(action, error, transient=isinstance(
+                    error, (dbapi.OperationalError, dbapi.InterfaceError))) from None
+            raise
 
-    def _store_error(self, action: str, error: exc.SQLAlchemyError) -> StoreError:
+    def _store_error(self, action: str, error: Exception, transient: bool | None = None) -> StoreError:
         original = getattr(error, "orig", None)
         detail = " ".join(str(original if original is not None else error).split())
         if self._password:
             detail = detail.replace(self._password, "***")
-        transient = isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
-                                       exc.TimeoutError)) or bool(getattr(error, "connection_invalidated", False))
+        if transient is None:
+            transient = isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
+                                           exc.TimeoutError)) or bool(getattr(error, "connection_invalidated", False))
         if self.backend == "sqlite" and transient:
             # SQLite reports "no such table" and syntax errors as OperationalError too.
             transient = any(word in detail.lower() for word in ("locked", "busy", "unable to open", "disk i/o"))
@@ -389,8 +422,16 @@ class SqlStore(Store):
 
     def _insert_or_update(self, conn, info: _TableInfo, columns: frozenset, group: list[Row], now) -> None:
         table = info.table
-        stmt = self._insert(table)
         changed = [c for c in table.columns.keys() if c in columns and c not in info.key and c != "created_at"]
+        if self.backend == "postgres" and len(group) >= COPY_MIN_ROWS:
+            from bilancio_pipeline.storage.pg_copy import copy_upsert
+
+            names = [c for c in table.columns.keys() if c in columns or c in _FILLED_BY_STORE]
+            stamped = [{"created_at": now, **row, "updated_at": now} for row in group]
+            stage = f"bilancio_stage_{table.name}_{len(changed)}_{id(group)}"
+            copy_upsert(conn, table, stamped, names, info.kinds, info.key, [*changed, "updated_at"], stage)
+            return
+        stmt = self._insert(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c[k] for k in info.key],
             set_={**{c: stmt.excluded[c] for c in changed}, "updated_at": stmt.excluded.updated_at},

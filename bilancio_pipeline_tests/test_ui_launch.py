@@ -1,0 +1,119 @@
+"""Launch a sweep from the Dagster UI in a real browser, and follow it to its job_metrics.
+
+`dagster dev` (webserver + daemon, our instance config, embedded stores) serves the UI; headless
+Chromium opens the Launchpad of `launch_sweep_job`, replaces the config with a small balanced
+sweep and clicks Launch Run. From there the daemon's sensors must carry the sweep on their own:
+the batch run, then job_metrics. Run states come from the webserver's GraphQL API (the Runs page
+polls, so reading it would be slower and flakier), the results from the store.
+"""
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from bilancio_pipeline.storage.config import open_store
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+JOB_ID = "ui-sweep"
+SWEEP_YAML = f"""ops:
+  launch_sweep:
+    config:
+      sweep_type: balanced
+      n_agents: 10
+      maturity_days: 5
+      kappas: [0.5, 1]
+      seeds: [1]
+      job_id: {JOB_ID}
+"""  # 2 kappas x 1 seed x 2 regimes = 4 runs, 2 passive/active pairs
+SWEEP_TIMEOUT = 150  # seconds from the click to job_metrics: a bound for a busy machine, not the expected time
+
+
+def _editor_text(page: Page) -> str:
+    return page.evaluate("() => document.querySelector('.CodeMirror').CodeMirror.getValue()")
+
+
+def _launch_from_launchpad(page: Page, base_url: str, screenshot) -> None:
+    skip = page.get_by_role("button", name="Skip")  # the one-time newsletter dialog
+    page.add_locator_handler(skip, lambda: skip.click())
+    page.goto(f"{base_url}/locations/bilancio_pipeline.definitions/jobs/launch_sweep_job/playground")
+    editor = page.locator(".CodeMirror")
+    editor.wait_for()
+    # The Launchpad first fills the editor with the form's defaults; wait for them, then replace them.
+    page.wait_for_function("() => document.querySelector('.CodeMirror').CodeMirror.getValue().includes('launch_sweep')")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(SWEEP_YAML)  # as a paste: CodeMirror's auto-indent stays out of it
+    assert _editor_text(page) == SWEEP_YAML
+    launch = page.get_by_role("button", name="Launch Run")
+    page.get_by_text("No errors").wait_for()  # the UI validated the config against SweepConfig
+    page.screenshot(path=screenshot)
+    launch.click()
+    page.wait_for_url("**/runs/**")  # the UI moves to the new run's page once it is launched
+
+
+def _sweep_runs(server) -> dict[str, list[dict]]:
+    by_job: dict[str, list[dict]] = {}
+    for run in server.runs():
+        by_job.setdefault(run["jobName"], []).append(run)
+    return by_job
+
+
+def _finished(server):
+    """All runs once job_metrics_job's run for the sweep has ended, else None."""
+    runs = _sweep_runs(server)
+    metrics_runs = [r for r in runs.get("job_metrics_job", []) if r["tags"].get("dagster/partition") == JOB_ID]
+    if any(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in metrics_runs):
+        return runs
+    if any(r["status"] == "FAILURE" for group in runs.values() for r in group):
+        return runs  # something failed: no point waiting for the rest
+    return None
+
+
+def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(dagster_dev, tmp_path):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            _launch_from_launchpad(page, dagster_dev.url, tmp_path / "launchpad.png")
+            launched_url = page.url
+
+            runs = dagster_dev.wait_for(lambda: _finished(dagster_dev), timeout=SWEEP_TIMEOUT,
+                                        what=f"the job_metrics run of {JOB_ID}")
+            page.goto(f"{dagster_dev.url}/assets/job_metrics?partition={JOB_ID}")
+            page.get_by_text(JOB_ID).first.wait_for()
+            page.screenshot(path=tmp_path / "job_metrics.png")
+        finally:
+            browser.close()
+
+    statuses = {job: [r["status"] for r in group] for job, group in runs.items()}
+    (launch,) = runs["launch_sweep_job"]  # exactly the one run the button started
+    assert launch["runId"] in launched_url
+    assert launch["status"] == "SUCCESS", statuses
+    assert launch["tags"]["bilancio/job_id"] == JOB_ID
+    batches = runs.get("sweep_batch_job", [])
+    assert batches and all(r["status"] == "SUCCESS" for r in batches), statuses
+    assert all(r["tags"]["bilancio/job_id"] == JOB_ID for r in batches)
+    (metrics_run,) = runs["job_metrics_job"]
+    assert metrics_run["status"] == "SUCCESS", statuses
+
+    store = open_store(home=dagster_dev.bilancio_home)
+    try:
+        job = store.get_job(JOB_ID)
+        assert job["status"] == "completed" and job["total_runs"] == 4 and job["completed_runs"] == 4
+        assert job["spec"]["kappas"] == [0.5, 1.0] and job["n_agents"] == 10 and job["maturity_days"] == 5
+        aggregate = store.get_job_metrics(JOB_ID)
+        assert aggregate is not None and aggregate["n_pairs"] == 2
+        db_runs = store.list_runs(JOB_ID)
+        assert len(db_runs) == 4 and {r["status"] for r in db_runs} == {"completed"}
+        assert sorted(r["regime"] for r in db_runs) == ["active", "active", "passive", "passive"]
+        metrics = store.get_metrics([r["run_id"] for r in db_runs])
+        assert len(metrics) == 4 and all(0 <= m["delta_total"] <= 1 for m in metrics)
+        # The batch runs covered exactly the sweep's runs, as contiguous partition ranges.
+        covered = {r["tags"]["dagster/asset_partition_range_start"] for r in batches}
+        assert covered <= {r["run_id"] for r in db_runs}
+    finally:
+        store.close()
