@@ -84,7 +84,8 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(dagster_dev, tmp_
             runs = dagster_dev.wait_for(lambda: _finished(dagster_dev), timeout=SWEEP_TIMEOUT,
                                         what=f"the job_metrics run of {JOB_ID}")
             page.goto(f"{dagster_dev.url}/assets/job_metrics?partition={JOB_ID}")
-            page.get_by_text(JOB_ID).first.wait_for()
+            page.get_by_text(JOB_ID).first.wait_for()  # the latest materialization is this sweep's
+            page.get_by_text("n_pairs").wait_for()  # and the page shows its metadata
             page.screenshot(path=tmp_path / "job_metrics.png")
         finally:
             browser.close()

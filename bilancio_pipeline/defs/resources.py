@@ -93,5 +93,6 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             executor=env("BILANCIO_EXECUTOR") or "local",
             workers=int(workers) if workers else None,
             modal_app=env("BILANCIO_MODAL_APP") or "bilancio-pipeline",
+            modal_max_concurrency=int(os.environ.get("BILANCIO_MODAL_MAX_CONCURRENCY", "100")),
         ),
     }

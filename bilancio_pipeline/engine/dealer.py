@@ -102,39 +102,84 @@ def _shuffle_pattern(size: int, limit: int) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-def _mt_words(state: tuple, count: int) -> tuple[np.ndarray, np.random.MT19937]:
-    """The next `count` 32-bit outputs of a Python Random with internal `state`, and the numpy
-    generator left just after them (numpy's MT19937 is the same generator as Python's)."""
-    bits = np.random.MT19937()
-    bits.state = {"bit_generator": "MT19937", "state": {"key": np.array(state[:624], dtype=np.uint32), "pos": state[624]}}
-    return bits.random_raw(count).astype(np.uint32), bits
+class ShuffleRng:
+    """`random.Random(seed).shuffle`, reproduced on numpy's MT19937 (the very same generator, so
+    the permutations are identical), plus `skip_shuffles`, which advances the generator past
+    many shuffles at C speed without performing them.
 
+    shuffle() draws randbelow(n) for n = len..2; each draw takes 32-bit words w until
+    w >> (32 - k) < n, k = n.bit_length()."""
 
-def _words_consumed(state: tuple, rounds: int, sizes: tuple[int, ...]) -> int:
-    """How many 32-bit words `rounds` x (shuffle of each size in `sizes`) take from a Python
-    Random with internal `state`: the next words are generated in bulk, turned into symbols
-    with numpy, and matched by a compiled regex (the scan runs in C)."""
-    limit = 1 << max(sizes).bit_length()  # a few table sizes serve every list size
-    table = _threshold_table(limit)
-    patterns = [_shuffle_pattern(size, limit).match for size in sizes]
-    expected = rounds * sum(2 ** n.bit_length() / n for size in sizes for n in range(size, 1, -1))
-    budget = int(expected + 8 * math.sqrt(expected)) + 64
-    while True:
-        words, _ = _mt_words(state, budget)
-        text = np.searchsorted(table, words, side="right").astype("<u4").tobytes().decode("utf-32-le")
-        pos = 0
-        for _ in range(rounds):
-            for match in patterns:
-                found = match(text, pos)
-                if found is None:
+    CHUNK = 1 << 16
+
+    def __init__(self, seed: int):
+        state = random.Random(seed).getstate()[1]
+        self._bits = np.random.MT19937()
+        self._bits.state = {"bit_generator": "MT19937", "state": {"key": np.array(state[:624], dtype=np.uint32), "pos": state[624]}}
+        self._words = np.empty(0, dtype=np.uint32)
+        self._pos = 0
+
+    def _ensure(self, count: int) -> None:
+        left = len(self._words) - self._pos
+        if left < count:
+            fresh = self._bits.random_raw(max(count - left, self.CHUNK)).astype(np.uint32)
+            self._words = np.concatenate((self._words[self._pos:], fresh))
+            self._pos = 0
+
+    def _take(self, count: int) -> list[int]:
+        self._ensure(count)
+        return self._words[self._pos:self._pos + count].tolist()
+
+    def shuffle(self, x: list) -> None:
+        size = len(x)
+        if size < 2:
+            return
+        words = self._take(4 * size + 64)
+        k = 0
+        for i in range(size - 1, 0, -1):
+            n = i + 1
+            shift = 32 - n.bit_length()
+            while True:
+                if k == len(words):  # (very rarely) more words are needed
+                    self._pos += k
+                    words, k = self._take(4 * size + 64), 0
+                j = words[k] >> shift
+                k += 1
+                if j < n:
                     break
-                pos = found.end()
+            x[i], x[j] = x[j], x[i]
+        self._pos += k
+
+    def skip_shuffles(self, rounds: int, sizes: tuple[int, ...]) -> None:
+        """Advance as `rounds` x (one shuffle of each size in `sizes`) would. The words are
+        turned into symbols (rank among the acceptance thresholds) and matched by a compiled
+        regex per list size, so the scan runs in C."""
+        sizes = tuple(size for size in sizes if size > 1)
+        if not sizes or rounds <= 0:
+            return
+        limit = 1 << max(sizes).bit_length()  # a few table sizes serve every list size
+        table = _threshold_table(limit)
+        patterns = [_shuffle_pattern(size, limit).match for size in sizes]
+        expected = rounds * sum(2 ** n.bit_length() / n for size in sizes for n in range(size, 1, -1))
+        budget = int(expected + 8 * math.sqrt(expected)) + 64
+        while True:
+            self._ensure(budget)
+            words = self._words[self._pos:self._pos + budget]
+            text = np.searchsorted(table, words, side="right").astype("<u4").tobytes().decode("utf-32-le")
+            pos = 0
+            for _ in range(rounds):
+                for match in patterns:
+                    found = match(text, pos)
+                    if found is None:
+                        break
+                    pos = found.end()
+                else:
+                    continue
+                break
             else:
-                continue
-            break
-        else:
-            return pos
-        budget *= 2  # ran out of words (rare): generate more
+                self._pos += pos
+                return
+            budget *= 2  # ran out of words (rare): look further
 
 
 class Ticket:
@@ -269,7 +314,7 @@ class DealerMarket:
         self.S = Decimal(str(params.face_value))
         self.rho = Decimal(str(params.outside_mid_ratio))
         self.prior = ledger.scenario.p_prior
-        self.rng = random.Random(DEALER_RNG_SEED)
+        self.rng = ShuffleRng(DEALER_RNG_SEED)
         n = ledger.n_traders
         self.n = n
         kappa = ledger.scenario.kappa
@@ -526,15 +571,8 @@ class DealerMarket:
             buys = {i: buys[i] for i in sorted(buys, key=position.__getitem__)}
 
     def _replay_shuffles(self, rounds: int, n_sell: int, n_buy: int) -> None:
-        """Advance the RNG exactly as `rounds` x (shuffle(sells), shuffle(buys)) would: shuffle()
-        draws randbelow(n) for n = size..2, each taking 32-bit words until one is accepted."""
-        sizes = tuple(size for size in (n_sell, n_buy) if size > 1)
-        if not sizes or rounds <= 0:
-            return
-        version, state, gauss = self.rng.getstate()
-        _, bits = _mt_words(state, _words_consumed(state, rounds, sizes))
-        after = bits.state["state"]
-        self.rng.setstate((version, tuple(after["key"].tolist()) + (int(after["pos"]),), gauss))
+        """Advance the RNG exactly as `rounds` x (shuffle(sells), shuffle(buys)) would."""
+        self.rng.skip_shuffles(rounds, (n_sell, n_buy))
 
     def _ev(self, t: Ticket) -> Decimal:
         return (D1 - self.p_default) * t.face
