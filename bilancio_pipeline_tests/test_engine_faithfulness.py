@@ -64,3 +64,53 @@ def test_mean_trading_effect_over_the_four_pairs(results):
     ours = [results[c + ("passive",)]["delta_total"] - results[c + ("active",)]["delta_total"] for c in cells]
     theirs = [ref[c + ("passive",)] - ref[c + ("active",)] for c in cells]
     assert sum(ours) / 4 == pytest.approx(sum(theirs) / 4, abs=0.01)
+
+
+# More results of the original (same code and runner: `bilancio sweep balanced`, n_banks 0, the
+# "aggressive" preset), at the CLI's default outside_mid_ratio 0.9, where traders also buy
+# (interior and pass-through) and one firm buys back its own debt (seed 102).
+# kappa, c, mu, seed, regime, delta_total, n_defaults, time_to_stability, executed trades
+MORE_REFERENCE_RHO_09 = [
+    (0.25, 0.5, 0, 100, "passive", 0.7891658746984429, 29, 1, 0),
+    (0.25, 0.5, 1, 101, "passive", 0.9160135092079271, 19, 19, 0),
+    (0.25, 2, 0, 102, "passive", 0.5135905304690925, 33, 3, 0),
+    (0.25, 2, 1, 103, "passive", 0.8370426254243681, 30, 27, 0),
+    (1, 0.5, 0, 104, "passive", 0.5944816655860529, 25, 2, 0),
+    (1, 0.5, 1, 105, "passive", 0.745831195484864, 14, 15, 0),
+    (1, 2, 0, 106, "passive", 0.13793103448275862, 36, 2, 0),
+    (1, 2, 1, 107, "passive", 0.5842399471058484, 17, 20, 0),
+    (0.25, 0.5, 0, 100, "active", 0.7879961985525258, 29, 1, 19),
+    (0.25, 0.5, 1, 101, "active", 0.7987519500780031, 19, 10, 19),
+    (0.25, 2, 0, 102, "active", 0.5730951512942034, 38, 27, 178),
+    (0.25, 2, 1, 103, "active", 0.6112257806778081, 30, 15, 35),
+    (1, 0.5, 0, 104, "active", 0.5466374269005848, 25, 1, 13),
+    (1, 0.5, 1, 105, "active", 0.6470846670432436, 16, 22, 156),
+    (1, 2, 0, 106, "active", 0.11406649616368286, 35, 1, 11),
+    (1, 2, 1, 107, "active", 0.4630402671633164, 18, 19, 140),
+]
+
+
+@pytest.mark.parametrize("ref", MORE_REFERENCE_RHO_09, ids=lambda r: f"{r[4]}-seed{r[3]}")
+def test_more_results_of_the_original_at_rho_09(ref):
+    kappa, c, mu, seed, regime, delta, n_defaults, tts, trades = ref
+    params = RunParams(n_agents=50, kappa=kappa, concentration=c, mu=mu, outside_mid_ratio=0.9, seed=seed,
+                       regime=regime, cash_accounting="bilancio_compat")
+    s = run_simulation(params).summary
+    assert s["delta_total"] == pytest.approx(delta, abs=1e-9)
+    assert (s["n_defaults"], s["time_to_stability"], s["total_trades"]) == (n_defaults, tts, trades)
+
+
+def test_job_aggregate_over_these_pairs_equals_the_originals():
+    # the original's aggregate/summary.json for this sweep: mean trading effect 0.07204980557324832
+    from bilancio_pipeline.engine import aggregate_job_metrics
+
+    rows = []
+    for kappa, c, mu, seed, regime, *_ in MORE_REFERENCE_RHO_09:
+        params = RunParams(n_agents=50, kappa=kappa, concentration=c, mu=mu, outside_mid_ratio=0.9, seed=seed,
+                           regime=regime, cash_accounting="bilancio_compat")
+        summary = run_simulation(params).summary
+        rows.append({"kappa": kappa, "concentration": c, "mu": mu, "outside_mid_ratio": 0.9, "seed": seed, **summary})
+    out = aggregate_job_metrics(rows)
+    assert out["n_pairs"] == 8
+    assert out["mean_trading_effect"] == pytest.approx(0.07204980557324832, abs=1e-9)
+    assert (out["positive_effects"], out["negative_effects"]) == (7, 1)

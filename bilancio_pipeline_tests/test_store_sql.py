@@ -475,6 +475,7 @@ def test_refused_write_rolls_back_the_whole_call_and_keeps_stored_rows(sql_store
     assert {m["delta_total"] for m in stored} == {1.0}  # the earlier values are intact
 
 
+@pytest.mark.postgres
 def test_unreachable_postgres_is_a_transient_store_error_without_password():
     from bilancio_pipeline.benchmarks.pg_server import free_port
 
@@ -493,6 +494,7 @@ def test_unreachable_postgres_is_a_transient_store_error_without_password():
     store.close()
 
 
+@pytest.mark.postgres
 def test_constraint_error_on_postgres_has_no_password(postgres_url):
     store = SqlStore(with_password(postgres_url))
     store.save_job(make_job())
@@ -510,6 +512,7 @@ def test_unparseable_url_error_has_no_password():
         SqlStore("mysql://user@host/db")
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
 def test_plain_supabase_style_urls_use_psycopg2(postgres_url, scheme):
     store = SqlStore(with_password(postgres_url, scheme))
@@ -519,6 +522,7 @@ def test_plain_supabase_style_urls_use_psycopg2(postgres_url, scheme):
     store.close()
 
 
+@pytest.mark.postgres
 def test_postgres_without_migrations_says_to_run_them(postgres_server):
     postgres_server.create_database("not_migrated")
     try:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,7 @@ class TreeMemorySampler:
         self.interval = interval
         self.peak_bytes = 0
         self.peak_processes = 0
+        self.peak_kinds: dict[str, int] = {}  # what ran at the peak: process kind -> count
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
@@ -263,15 +265,16 @@ class TreeMemorySampler:
         import psutil
 
         while not self._stop.is_set():
-            total, count = 0, 0
+            total, kinds = 0, []
             for proc in self.processes():
                 try:
                     total += proc.memory_info().rss
-                    count += 1
+                    kinds.append(_kind(proc.cmdline()))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             if total > self.peak_bytes:
-                self.peak_bytes, self.peak_processes = total, count
+                self.peak_bytes, self.peak_processes = total, len(kinds)
+                self.peak_kinds = dict(Counter(kinds))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeMemorySampler:
@@ -281,6 +284,18 @@ class TreeMemorySampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _kind(cmdline: list[str]) -> str:
+    """A short name for a process of the tree, from its command line."""
+    text = " ".join(cmdline)
+    for marker, name in (("dagster_webserver", "webserver"), ("dagster._daemon", "daemon"),
+                         ("code-server start", "code-server proxy"), ("api grpc", "code server"),
+                         ("forkserver", "forkserver/pool worker"), ("resource_tracker", "resource tracker"),
+                         ("spawn_main", "run worker"), (" dev ", "dagster dev")):
+        if marker in text:
+            return name
+    return cmdline[0].rsplit("/", 1)[-1] if cmdline else "?"
 
 
 def temporary_homes(prefix: str = "bilancio-dagster-") -> tuple[tempfile.TemporaryDirectory, Path, Path]:

@@ -103,6 +103,7 @@ class Figures:
     engine_s: float = 0.0
     peak_rss: int = 0
     peak_processes: int = 0
+    peak_kinds: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
 
     @property
@@ -145,6 +146,7 @@ def run_sweep(runs: int, store_name: str, db_url: str | None, extra_env: dict[st
                                     what="the last Dagster run")
                     figures.settled_s = time.perf_counter() - t0
                 figures.peak_rss, figures.peak_processes = memory.peak_bytes, memory.peak_processes
+                figures.peak_kinds = memory.peak_kinds
                 job = store.get_job(job_id)
                 counts = store.run_counts(job_id)
                 figures.status = f"{job['status']}, {counts.get('completed', 0)}/{runs} runs completed, " \
@@ -248,6 +250,7 @@ def report(f: Figures) -> None:
               f"ended at {last_batch:.1f} s (the completion sensor saw every run completed in the store)")
     print(f"engine only, {WORKERS}-worker pool           {f.engine_s:8.1f} s   ratio wall/engine {f.ratio:.2f}x")
     print(f"peak RSS of the process tree         {f.peak_rss / 2**20:8.0f} MiB ({f.peak_processes} processes, summed RSS)")
+    print(f"  at the peak: {', '.join(f'{n} {k}' for k, n in sorted(f.peak_kinds.items()))}")
     print(f"store writes in batch runs (upserts) {p['store_write_s']:8.2f} s   "
           f"Dagster per-partition bookkeeping {p['bookkeeping_s']:.2f} s")
     print(f"launch step (register sweep + runs)  {p['launch_step_s']:8.2f} s")

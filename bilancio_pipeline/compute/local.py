@@ -9,9 +9,10 @@ pool still owed are re-run one at a time, each in its own pool, to find the one 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -39,7 +40,11 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
-        _POOLS[workers] = _new_pool(workers)
+        _POOLS[workers] = pool = _new_pool(workers)
+        # A process started by multiprocessing (as Dagster's run workers are) joins its children
+        # on exit before the pool's own exit hook runs, so it would wait on the idle workers
+        # forever: shut the pool down first (before the queues' own finalizers, priority 10).
+        multiprocessing.util.Finalize(pool, pool.shutdown, exitpriority=100)
     return _POOLS[workers]
 
 
@@ -67,11 +72,14 @@ def run_task(task: RunTask, artifacts_root: str | None) -> RunOutcome:
 class LocalCompute(Compute):
     name = "local"
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None,
+                 runner: Callable[[RunTask, str | None], RunOutcome] = run_task):
         self.workers = max(1, int(workers or os.cpu_count() or 1))
+        # What a worker runs per task; a module-level function, so forkserver workers import it.
+        self.runner = runner
 
     def run_batch(self, tasks: Sequence[RunTask], artifacts_root: str | None) -> Iterator[RunOutcome]:
-        pending: dict[Future, RunTask] = {_pool(self.workers).submit(run_task, t, artifacts_root): t for t in tasks}
+        pending: dict[Future, RunTask] = {_pool(self.workers).submit(self.runner, t, artifacts_root): t for t in tasks}
         orphans: list[RunTask] = []
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -85,10 +93,9 @@ class LocalCompute(Compute):
             _POOLS.pop(self.workers, None)  # the broken pool is unusable
             yield from (self._isolated(t, artifacts_root) for t in orphans)
 
-    @staticmethod
-    def _isolated(task: RunTask, artifacts_root: str | None) -> RunOutcome:
+    def _isolated(self, task: RunTask, artifacts_root: str | None) -> RunOutcome:
         with _new_pool(1) as pool:
             try:
-                return pool.submit(run_task, task, artifacts_root).result()
+                return pool.submit(self.runner, task, artifacts_root).result()
             except BrokenProcessPool:
                 return RunOutcome(run_id=task.run_id, ok=False, error="the worker process running this simulation died")

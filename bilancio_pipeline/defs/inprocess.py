@@ -13,7 +13,7 @@ import dagster as dg
 from bilancio_pipeline.defs.assets import BATCH_SIZE
 from bilancio_pipeline.defs.jobs import LAUNCHED_BY_TAG, batches, range_tags
 from bilancio_pipeline.defs.partitions import runs_partitions
-from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES
+from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES, fail_unfinished
 
 
 # Dagster's console log at DEBUG would bury the progress line; the UI keeps the full log.
@@ -78,9 +78,16 @@ def run_sweep(
         if on_progress:
             on_progress(progress)
         batch_job = defs.resolve_job_def("sweep_batch_job")
-        for first, last, _ in batches(todo, batch_size):
-            batch_job.execute_in_process(run_config=QUIET, instance=instance, tags={**tags, **range_tags(first, last)},
-                                         raise_on_error=False)
+        for first, last, count in batches(todo, batch_size):
+            result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
+                                                  tags={**tags, **range_tags(first, last)}, raise_on_error=False)
+            if not result.success:
+                # What the batch failure sensor does under the daemon: runs the dead batch left
+                # `running` become `failed`, so the job cannot be reported complete or stay running.
+                start = todo.index(first)
+                fail_unfinished(store, job_id, todo[start:start + count],
+                                f"the Dagster run {result.run_id} that was executing this run failed: "
+                                f"{failure_message(result)}")
             progress.counts = store.run_counts(job_id)
             if on_progress:
                 on_progress(progress)

@@ -2,8 +2,9 @@
 
 DAGSTER_HOME, if set, wins. Otherwise it is `<BILANCIO_HOME>/dagster`, created on first use with
 a dagster.yaml sized for a small machine: runs queue and start two at a time (one per core),
-the queue is checked every second, and sensors evaluate in threads so a sweep's batches are
-requested promptly. BILANCIO_DAGSTER_PG_URL puts the instance's own storage on PostgreSQL.
+the queue is checked every second and its runs are launched in parallel threads, and sensors
+evaluate and submit runs in threads so a sweep's batches are requested promptly.
+BILANCIO_DAGSTER_PG_URL puts the instance's own storage on PostgreSQL.
 """
 
 import os
@@ -16,14 +17,19 @@ from bilancio_pipeline.storage.config import bilancio_home
 
 def instance_config() -> dict:
     cores = os.cpu_count() or 2
+    max_runs = int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS", cores))
     config = {
-        "concurrency": {"runs": {"max_concurrent_runs": int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS", cores))}},
+        "concurrency": {"runs": {"max_concurrent_runs": max_runs}},
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {"dequeue_interval_seconds": 1},
+            # Starting a run blocks until its process has imported the code (seconds): in threads,
+            # the runs that may start together do so in parallel instead of one after another.
+            "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": max_runs},
         },
-        "sensors": {"use_threads": True, "num_workers": 4},
+        # A big sweep's batches are requested in one sensor tick; creating each run writes its
+        # planned-materialization events, so they are submitted in parallel threads.
+        "sensors": {"use_threads": True, "num_workers": 4, "num_submit_workers": 4},
         "schedules": {"use_threads": True, "num_workers": 2},
         "run_monitoring": {"enabled": True, "poll_interval_seconds": 10},
         "telemetry": {"enabled": False},

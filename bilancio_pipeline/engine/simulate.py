@@ -3,6 +3,11 @@
 Money is integer minor units held in plain lists indexed by agent; payables are small slotted
 objects kept in one insertion-ordered dict (the original's contract order matters for creditor
 weights, write-offs and reassignment) plus a per-due-day list in creation order.
+
+Two behaviours of the original that MODEL.md does not spell out are reproduced: a firm holding
+its own payable (it bought the ticket back) cannot pay itself, so the payable defaults; and with
+default_handling "fail-fast" the original aborts the run at the first default, which here ends
+the day loop (stop_reason "default_fail_fast") so the metrics of the partial run stay available.
 """
 
 from __future__ import annotations

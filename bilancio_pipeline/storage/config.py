@@ -31,10 +31,12 @@ def open_store(
     home: str | Path | None = None,
 ) -> Store:
     """The store these settings name: Postgres/SQLite by URL, else Supabase REST, else SQLite."""
+    from bilancio_pipeline.storage.retrying import RetryingStore
+
     if db_url:
         from bilancio_pipeline.storage.sql import SqlStore
 
-        return SqlStore(db_url)
+        return RetryingStore(SqlStore(db_url))  # rides out a database restart
     if supabase_url or supabase_key:
         if not (supabase_url and supabase_key):
             missing = "BILANCIO_SUPABASE_KEY" if supabase_url else "BILANCIO_SUPABASE_URL"
@@ -44,7 +46,7 @@ def open_store(
         return RestStore(supabase_url, supabase_key)
     from bilancio_pipeline.storage.sql import SqlStore
 
-    return SqlStore(sqlite_url(Path(home).resolve() if home else None))
+    return RetryingStore(SqlStore(sqlite_url(Path(home).resolve() if home else None)))  # and a long write lock
 
 
 def store_from_env() -> Store:

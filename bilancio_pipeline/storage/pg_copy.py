@@ -24,14 +24,18 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
 
 
-def _text(value: Any) -> str:
-    return str(value).translate(_ESCAPES)
+def _text(value: str) -> str:
+    return value.translate(_ESCAPES)
+
+
+def _float(value: float) -> str:
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, float) and math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(value) if isinstance(value, float) else str(value)
+    return _float(value) if isinstance(value, float) else str(value)
 
 
 def _bool(value: Any) -> str:
@@ -53,8 +57,8 @@ def _json(value: Any) -> str:
 
 ENCODERS: dict[str, Callable[[Any], str]] = {
     "text": _text,
-    "int": _number,
-    "float": _number,
+    "int": str,
+    "float": _float,
     "bool": _bool,
     "timestamp": _timestamp,
     "float_list": _number_array,
@@ -69,7 +73,7 @@ def copy_text(rows: Sequence[dict], columns: Sequence[str], kinds: dict[str, str
     buffer = io.StringIO()
     write = buffer.write
     for row in rows:
-        write("\t".join(NULL if (v := row.get(name)) is None else encode(v) for name, encode in encoders))
+        write("\t".join([NULL if (v := row.get(name)) is None else encode(v) for name, encode in encoders]))
         write("\n")
     buffer.seek(0)
     return buffer

@@ -359,35 +359,42 @@ class SqlStore(Store):
         to or overrides an earlier one): a multi-row upsert may not touch a row twice."""
         merged: dict[tuple, Row] = {}
         unkeyed: list[Row] = []
-        columns = info.kinds
+        columns, writers, checks, key_names = info.kinds.keys(), info.writers, info.checks, info.key
         for position, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise StoreError(self.backend, f"{info.name}: row {position} is a {type(row).__name__}, not a dict")
-            unknown = [name for name in row if name not in columns]
-            if unknown:
+            if not columns >= row.keys():
+                unknown = [name for name in row if name not in columns]
                 raise StoreError(self.backend, f"{info.name} has no column {', '.join(map(repr, unknown))}")
-            clean = {}
-            for name, value in row.items():
-                if value is not None:
-                    writer = info.writers.get(name)
-                    if writer is not None:
-                        try:
-                            value = writer(value)
-                        except (TypeError, ValueError, OverflowError) as problem:
-                            raise StoreError(self.backend, f"{info.name}.{name}: {problem}") from None
-                    allowed = info.checks.get(name)
-                    if allowed and value not in allowed:
-                        raise StoreError(self.backend, f"{info.name}.{name}: {value!r} is not one of {', '.join(allowed)}")
-                clean[name] = value
-            if info.key:
-                missing = [k for k in info.key if clean.get(k) in (None, "")]
-                if missing:
+            try:
+                clean = {name: value if value is None or (write := writers.get(name)) is None else write(value)
+                         for name, value in row.items()}
+            except (TypeError, ValueError, OverflowError):
+                self._name_bad_value(info, row)
+                raise
+            for name, allowed in checks.items():
+                value = clean.get(name)
+                if value is not None and value not in allowed:
+                    raise StoreError(self.backend, f"{info.name}.{name}: {value!r} is not one of {', '.join(allowed)}")
+            if key_names:
+                key = tuple(clean.get(k) for k in key_names)
+                if None in key or "" in key:
+                    missing = [k for k in key_names if clean.get(k) in (None, "")]
                     raise StoreError(self.backend, f"{info.name}: row {position} has no {', '.join(missing)}")
-                key = tuple(clean[k] for k in info.key)
                 merged[key] = {**merged[key], **clean} if key in merged else clean
             else:
                 unkeyed.append(clean)
-        return list(merged.values()) if info.key else unkeyed
+        return list(merged.values()) if key_names else unkeyed
+
+    def _name_bad_value(self, info: _TableInfo, row: Row) -> None:
+        """Raise a StoreError naming the first column of `row` whose value cannot be converted."""
+        for name, value in row.items():
+            write = info.writers.get(name)
+            if value is not None and write is not None:
+                try:
+                    write(value)
+                except (TypeError, ValueError, OverflowError) as problem:
+                    raise StoreError(self.backend, f"{info.name}.{name}: {problem}") from None
 
     @staticmethod
     def _read(info: _TableInfo, row: Any) -> Row:

@@ -26,6 +26,7 @@ _PARAM_COLUMNS = ("n_agents", "maturity_days", "kappa", "concentration", "mu", "
 _METRIC_COLUMNS = tuple(c for c in metrics_table.columns.keys()
                         if c not in ("run_id", "job_id", "raw_metrics", "created_at", "updated_at", "trading_effect"))
 UPLOAD_ATTEMPTS = 4
+UPLOAD_WAIT_INITIAL, UPLOAD_WAIT_MAX = 0.2, 2.0  # seconds between upload attempts (exponential, jittered)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def metrics_row(job_id: str, outcome: RunOutcome) -> Row:
 
 
 def _upload(artifacts: ArtifactStore, job_id: str, outcome: RunOutcome) -> dict[str, str]:
-    @retry(stop=stop_after_attempt(UPLOAD_ATTEMPTS), wait=wait_exponential_jitter(initial=0.2, max=2), reraise=True)
+    @retry(stop=stop_after_attempt(UPLOAD_ATTEMPTS), wait=wait_exponential_jitter(initial=UPLOAD_WAIT_INITIAL, max=UPLOAD_WAIT_MAX), reraise=True)
     def attempt() -> dict[str, str]:
         return artifacts.upload_run(job_id, outcome.run_id, outcome.artifact_dir)
 

@@ -128,9 +128,12 @@ def finish_job(store: Store, job_id: str, job_metrics: Row | None) -> str:
     """After job_metrics is written: `completed` if every run completed, else `failed` with an
     error naming how many runs failed (their errors are on the run rows)."""
     counts = store.run_counts(job_id)
-    failed = counts.get("failed", 0) + counts.get("cancelled", 0)
+    # Runs still pending/running here were abandoned (their batch died): never call that complete.
+    failed = sum(counts.get(s, 0) for s in ("failed", "cancelled", "pending", "running"))
     stamp = now()
-    summary = {"counts": counts, "n_pairs": (job_metrics or {}).get("n_pairs")}
+    # Completed runs whose artifacts could not be uploaded carry the upload error: list them.
+    missing = sorted(r["run_id"] for r in store.list_runs(job_id, status="completed") if r.get("error"))
+    summary = {"counts": counts, "n_pairs": (job_metrics or {}).get("n_pairs"), "missing_artifacts": missing}
     if failed:
         error = f"{failed} of {sum(counts.values())} runs failed; see their rows in `runs` and re-launch to retry them"
         store.update_job(job_id, status="failed", error=error, completed_at=stamp,

@@ -21,6 +21,10 @@ SWEEP_TYPES = ("balanced", "ring")
 DEFAULT_MAX_RUNS = 20_000
 JOB_ID_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 JOB_ID_MAX_LENGTH = 64
+# Beyond these a single run would exhaust memory or time (or the seed its bigint column).
+MAX_N_AGENTS = 10_000
+MAX_MATURITY_DAYS = 1_000
+MAX_SEED = 2**63 - 1
 
 
 class SpecError(ValueError):
@@ -123,6 +127,12 @@ def validate(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
         "outside_mid_ratios": _as_list("outside_mid_ratios", spec.outside_mid_ratios, float),
         "seeds": _as_list("seeds", spec.seeds, int),
     }
+    for name, high in (("n_agents", MAX_N_AGENTS), ("maturity_days", MAX_MATURITY_DAYS)):
+        value = getattr(spec, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > high:
+            raise SpecError(name, f"{value} is over the limit of {high}")
+    if any(seed > MAX_SEED for seed in lists["seeds"]):
+        raise SpecError("seeds", f"every seed must be at most {MAX_SEED}")
     normalised = SweepSpec(
         **{**asdict(spec), **{k: tuple(v) for k, v in lists.items()}},
     )

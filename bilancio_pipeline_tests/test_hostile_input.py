@@ -1,0 +1,195 @@
+"""Bad and hostile input: every bad sweep spec is refused before anything is written, with a
+message naming the field, from the Launchpad (launch_sweep_job) and from the command line; a
+property-based test over random specs; a PostgreSQL store with an older schema."""
+
+import math
+
+import dagster as dg
+import psycopg2
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bilancio_pipeline.cli.main import cli
+from bilancio_pipeline.defs.inprocess import run_sweep
+from bilancio_pipeline.defs.resources import ComputeResource
+from bilancio_pipeline.definitions import build_definitions
+from bilancio_pipeline.engine.params import RunParams
+from bilancio_pipeline.storage.base import StoreError
+from bilancio_pipeline.storage.config import bilancio_home, open_store, store_from_env
+from bilancio_pipeline.sweeps.spec import JOB_ID_PATTERN, SpecError, SweepSpec, expand, validate
+
+GOOD = {"n_agents": 10, "maturity_days": 5, "kappas": [0.5], "seeds": [1], "job_id": "hostile"}
+HOSTILE_JOB_IDS = ["../etc", "a/b", "a\\b", "..", "x; rm -rf /", "x' OR '1'='1", "x'); DROP TABLE jobs;--",
+                   "$(whoami)", "`id`", "a\nb", "UPPER", "a--b", "-a", "a" * 65, "a b", "é", "%2e%2e"]
+
+BAD_SPECS = [  # (override, the field the message must name)
+    ({"kappas": []}, "kappas"),
+    ({"kappas": [math.nan]}, "kappas"),
+    ({"kappas": [math.inf]}, "kappas"),
+    ({"kappas": [-0.5]}, "kappas"),
+    ({"kappas": [0.5, 0.5]}, "kappas"),
+    ({"mus": [1.5]}, "mus"),
+    ({"mus": [-0.1]}, "mus"),
+    ({"concentrations": [0.0]}, "concentrations"),
+    ({"outside_mid_ratios": [-1.0]}, "outside_mid_ratios"),
+    ({"seeds": [1, 1]}, "seeds"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"seeds": [2**63]}, "seeds"),
+    ({"n_agents": 1}, "n_agents"),
+    ({"n_agents": 10**9}, "n_agents"),
+    ({"maturity_days": 0}, "maturity_days"),
+    ({"maturity_days": 10**7}, "maturity_days"),
+    ({"kappas": [i / 100 for i in range(200)], "seeds": list(range(200))}, "kappas"),  # 80,000 runs
+    ({"description": "x" * 5000}, "description"),
+    # wrong types: the Launchpad's typed form refuses these itself, naming the field
+    ({"kappas": "0.5"}, "kappas"),
+    ({"seeds": [1.5]}, "seeds"),
+    ({"n_agents": "ten"}, "n_agents"),
+    ({"sweep_type": "circle"}, "sweep_type"),
+    ({"executor": "gpu"}, "executor"),
+    *(({"job_id": job_id}, "job_id") for job_id in HOSTILE_JOB_IDS),
+]
+
+
+def _ids(case):
+    override, _ = case
+    return "-".join(f"{k}={str(v)[:20]}" for k, v in override.items())
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY", "BILANCIO_R2_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def assert_nothing_written(instance):
+    assert store_from_env().list_jobs() == []
+    assert instance.get_dynamic_partitions("runs") == [] and instance.get_dynamic_partitions("sweeps") == []
+    volume = bilancio_home() / "volume"
+    assert not volume.exists() or not any(volume.iterdir())
+
+
+@pytest.mark.parametrize("case", BAD_SPECS, ids=_ids)
+def test_launchpad_refuses_bad_spec_naming_the_field(env, case):
+    override, field = case
+    with dg.DagsterInstance.get() as instance:
+        with pytest.raises(Exception) as refused:  # SweepFailed, or the typed form's config error
+            run_sweep(build_definitions(compute=ComputeResource(workers=1)), instance, {**GOOD, **override})
+        assert field in str(refused.value)
+        assert_nothing_written(instance)
+
+
+CLI_CASES = [
+    (["--kappas", "nan"], "kappas"),
+    (["--kappas", ""], "kappas"),
+    (["--kappas", "abc"], "--kappas"),
+    (["--kappas", "-1"], "kappas"),
+    (["--mus", "2"], "mus"),
+    (["--seeds", "1,1"], "seeds"),
+    (["--seeds", "1.5"], "--seeds"),
+    (["--n-agents", "-5"], "n_agents"),
+    (["--n-agents", "100000000"], "n_agents"),
+    (["--maturity-days", "0"], "maturity_days"),
+    (["--kappas", ",".join(str(i / 100) for i in range(200)), "--seeds", ",".join(map(str, range(200)))], "kappas"),
+    (["--job-id", "../x"], "job_id"),
+    (["--job-id", "a/b"], "job_id"),
+    (["--job-id", "x;rm -rf ~"], "job_id"),
+    (["--job-id", "x' OR 1=1--"], "job_id"),
+    (["--job-id", "$(id)"], "job_id"),
+]
+
+
+@pytest.mark.parametrize("args, field", CLI_CASES, ids=lambda v: str(v)[:30] if isinstance(v, list) else v)
+def test_cli_refuses_bad_spec_naming_the_field(env, args, field):
+    result = CliRunner().invoke(cli, ["sweep", "balanced", "--n-agents", "10", "--maturity-days", "5", *args])
+    assert result.exit_code != 0
+    assert field in result.output, result.output
+    assert "Traceback" not in result.output
+    with dg.DagsterInstance.get() as instance:
+        assert_nothing_written(instance)
+
+
+# --- property-based: random specs -------------------------------------------------------------
+
+SPEC_FIELDS = {f for f in SweepSpec.__dataclass_fields__}
+_anything = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 2**64), st.booleans(),
+                      st.none(), st.text(max_size=3))
+_number_lists = st.one_of(st.lists(st.one_of(st.floats(-1, 3), st.integers(-2, 5)), max_size=4),
+                          st.lists(_anything, max_size=3), _anything)
+
+
+def _named_fields(error: SpecError) -> set[str]:
+    return {part.strip() for part in error.field.split("×")}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kappas=_number_lists, concentrations=_number_lists, mus=_number_lists, outside_mid_ratios=_number_lists,
+    seeds=st.one_of(st.lists(st.integers(-3, 2**64), max_size=4), _number_lists),
+    n_agents=st.one_of(st.integers(-3, 20_000), _anything), maturity_days=st.one_of(st.integers(-3, 2_000), _anything),
+    sweep_type=st.sampled_from(["balanced", "ring", "", "other"]),
+    regime=st.sampled_from(["passive", "active", "both"]),
+    job_id=st.one_of(st.sampled_from(["", "ok-id", "a1-b2"]), st.text(max_size=12)),
+    extra=st.one_of(st.just({}), st.dictionaries(st.sampled_from(["q_total", "kappa", "bogus", "face_value"]),
+                                                 _anything, max_size=2)),
+)
+def test_random_specs_validate_or_name_a_real_field(**fields):
+    spec = SweepSpec(**fields)
+    try:
+        valid = validate(spec, max_runs=64)
+    except SpecError as error:
+        named = _named_fields(error)
+        assert named <= SPEC_FIELDS | {"regimes"}, error
+        assert str(error).startswith(f"invalid sweep spec: {error.field}:")
+        return
+    assert JOB_ID_PATTERN.match(valid.job_id)
+    planned = expand(valid)
+    assert len(planned) == valid.n_runs <= 64
+    assert len({p.run_id for p in planned}) == len(planned)  # distinct run ids
+    for p in planned:
+        assert isinstance(p.params, RunParams) and p.run_id.startswith(f"{valid.job_id}_{p.params.regime}_")
+        assert RunParams.from_dict(p.params.to_dict()) == p.params  # a worker can rebuild it
+
+
+# --- a store with an older schema ---------------------------------------------------------------
+
+
+def test_older_postgres_schema_gives_a_clear_error_and_damages_nothing(postgres_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BILANCIO_SUPABASE_DB_URL", postgres_url)
+    monkeypatch.setenv("BILANCIO_STORE_RETRY_SECONDS", "5")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_sweep(build_definitions(compute=ComputeResource(workers=2)), instance, {**GOOD, "job_id": "before"})
+    db = postgres_url.replace("postgresql+psycopg2", "postgresql")
+
+    def snapshot():
+        with psycopg2.connect(db) as conn, conn.cursor() as cur:
+            out = {}
+            for table in ("jobs", "runs", "job_events", "job_metrics"):
+                cur.execute(f"SELECT row_to_json(t)::text FROM {table} t ORDER BY 1")
+                out[table] = [r[0] for r in cur.fetchall()]
+        return out
+
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute("DROP VIEW run_results")  # the view reads the column; an old database never had either
+        cur.execute("ALTER TABLE metrics DROP COLUMN delta_clean")
+    before = snapshot()
+    assert before["jobs"] and before["runs"]
+
+    store = open_store(postgres_url)
+    with pytest.raises(StoreError) as refused:
+        store.upsert_metrics([{"run_id": "before_active_x", "job_id": "before", "delta_total": 0.1}])
+    message = str(refused.value)
+    assert "metrics" in message and "delta_clean" in message and "migrations" in message
+    assert not refused.value.transient  # a schema problem is not retried for minutes
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        with pytest.raises(Exception, match="delta_clean"):
+            run_sweep(build_definitions(compute=ComputeResource(workers=2)), instance, {**GOOD, "job_id": "after"})
+    assert snapshot() == before  # nothing else touched: the new sweep was refused before any write
