@@ -100,6 +100,19 @@ def test_more_results_of_the_original_at_rho_09(ref):
     assert (s["n_defaults"], s["time_to_stability"], s["total_trades"]) == (n_defaults, tts, trades)
 
 
+@pytest.mark.parametrize(
+    "regime, delta, n_defaults, tts, trades",
+    [("passive", 0.8087002715145791, 41, 27, 0), ("active", 0.7886740331491713, 46, 35, 315)],
+)
+def test_a_larger_ring_of_the_original(regime, delta, n_defaults, tts, trades):
+    # n=100, kappa 0.5, c 1, mu 1, rho 0.8, seed 300: many sells, buys and rejections
+    params = RunParams(n_agents=100, kappa=0.5, concentration=1.0, mu=1.0, outside_mid_ratio=0.8, seed=300,
+                       regime=regime, cash_accounting="bilancio_compat")
+    s = run_simulation(params).summary
+    assert s["delta_total"] == pytest.approx(delta, abs=1e-9)
+    assert (s["n_defaults"], s["time_to_stability"], s["total_trades"]) == (n_defaults, tts, trades)
+
+
 def test_job_aggregate_over_these_pairs_equals_the_originals():
     # the original's aggregate/summary.json for this sweep: mean trading effect 0.07204980557324832
     from bilancio_pipeline.engine import aggregate_job_metrics

@@ -30,8 +30,9 @@ unchanged, so all later rounds of that day would repeat it exactly. They are not
 only the random-number draws of their shuffles are replayed (so the order of later days stays
 identical) and their rejections are counted. The between-round kernel recompute is skipped
 because the kernel is already recomputed after every trade and is a pure function of state.
-Measured: on 16 active runs of the original at n=50 (the 4 reference cells and 12 more, rho 0.9
-and 1, with buys, pass-throughs and an own-debt buy-back among them) the event logs are
+Measured: on 17 active runs of the original (the 4 reference cells and 12 more at n=50, rho 0.9
+and 1, plus one at n=100, rho 0.8 with 315 trades; buys, pass-throughs and an own-debt buy-back
+among them) the event logs are
 identical (settlements, defaults, write-offs, reassignments, rollovers, trades, claim transfers,
 mints) and so are the counts of rejected buys and sells, which the original logs one by one.
 

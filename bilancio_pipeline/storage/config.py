@@ -64,7 +64,10 @@ def open_artifacts(
 ) -> ArtifactStore:
     """R2 if a bucket is named, else the local volume folder under the data directory."""
     if bucket:
+        from bilancio_pipeline.storage import log_redaction
         from bilancio_pipeline.storage.artifacts.s3 import S3ArtifactStore
+
+        log_redaction.install()  # botocore's debug log would show the access key id
 
         if not endpoint_url and account_id:
             endpoint_url = f"https://{account_id}.r2.cloudflarestorage.com"

@@ -58,7 +58,8 @@ class RetryingStore(Store):
                  initial_wait: float = 0.25, max_wait: float = 8.0):
         self.inner = inner
         self.backend = inner.backend
-        self.deadline_seconds = retry_seconds() if deadline_seconds is None else deadline_seconds
+        # `deadline_s`, as on the REST store: the CLI shortens it so a person is not kept waiting.
+        self.deadline_s = retry_seconds() if deadline_seconds is None else deadline_seconds
         self._initial_wait, self._max_wait = initial_wait, max_wait
 
     def __repr__(self) -> str:
@@ -69,7 +70,7 @@ class RetryingStore(Store):
         retrying = Retrying(
             retry=retry_if_exception(_transient),
             wait=wait_exponential_jitter(initial=self._initial_wait, max=self._max_wait),
-            stop=stop_after_delay(self.deadline_seconds),
+            stop=stop_after_delay(self.deadline_s),
             before_sleep=_log_retry,
             reraise=True,
         )

@@ -349,7 +349,14 @@ class SqlStore(Store):
         with self._engine.connect() as conn:
             inspector = inspect(conn)
             present = set(inspector.get_table_names()) | set(inspector.get_view_names())
+            # A database from an older schema: name what it lacks before anything is written.
+            lacking = [f"{name}.{column}" for name, table in schema.TABLES.items() if name in present
+                       for column in sorted(set(table.columns.keys())
+                                            - {c["name"] for c in inspector.get_columns(name)})]
         missing = [name for name in (*schema.TABLES, "run_results") if name not in present]
+        if lacking:
+            raise StoreError(self.backend, f"the database schema is older than this version: it has no column "
+                                           f"{', '.join(lacking)}: {MIGRATIONS_HINT}")
         if missing:
             raise StoreError(self.backend, f"the database has no {', '.join(missing)}: {MIGRATIONS_HINT}")
 
