@@ -135,6 +135,21 @@ def test_database_restart_mid_sweep_loses_no_run(own_postgres, tmp_path, monkeyp
     assert all("password" not in r.getMessage().lower() for r in retries)
 
 
+def test_an_outage_longer_than_the_deadline_fails_clearly(monkeypatch, caplog):
+    """Retries are bounded: past BILANCIO_STORE_RETRY_SECONDS the transient error is raised."""
+    from bilancio_pipeline.benchmarks.pg_server import free_port
+    from bilancio_pipeline.storage.base import StoreError
+    from bilancio_pipeline.storage.config import open_store
+
+    monkeypatch.setenv("BILANCIO_STORE_RETRY_SECONDS", "1")
+    caplog.set_level("WARNING", logger="bilancio_pipeline.storage.retrying")
+    store = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    with pytest.raises(StoreError) as gave_up:
+        store.list_jobs()
+    assert gave_up.value.transient and "could not" in str(gave_up.value)
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
 # --- (2) a worker process dies -------------------------------------------------------------------
 
 

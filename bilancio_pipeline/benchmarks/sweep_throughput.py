@@ -1,13 +1,17 @@
 """How fast a sweep goes through the stack a UI user gets, against the engine alone.
 
     python -m bilancio_pipeline.benchmarks.sweep_throughput [--runs 100 1000] [--postgres | --postgres-url URL]
+        [--instance-postgres] [--batch-size N] [--max-concurrent-runs N] [--env NAME=VALUE ...]
 
 For each size it starts `dagster dev` (webserver, daemon, code server; our instance config in a
 temporary DAGSTER_HOME), launches a balanced sweep (n_agents 50, maturity_days 10) by the
 GraphQL `launchRun` mutation the Launchpad's button sends, and waits until the sweep's
 job_metrics row is in the store. The daemon's sensors do the rest, exactly as after a click.
 With --postgres (a throwaway server) or --postgres-url (a database with the migrations applied)
-the table store is PostgreSQL too; the Dagster instance stays on its default SQLite.
+each size also runs with the table store on PostgreSQL. --instance-postgres puts the Dagster
+instance's own storage (runs, event log) on a throwaway PostgreSQL too; by default it is SQLite.
+--batch-size, --max-concurrent-runs and --env set the server's environment, to compare settings
+(e.g. `--env DAGSTER_EVENT_BATCH_SIZE=1000`).
 
 It prints, per store and size:
 - wall: seconds from the launchRun call to the job_metrics row being readable in the store;
@@ -42,8 +46,8 @@ from bilancio_pipeline.benchmarks.dagster_server import DagsterDevServer, TreeMe
 
 N_AGENTS, MATURITY_DAYS, WORKERS = 50, 10, 2
 GRIDS = {  # balanced sweeps: cells x 2 regimes = runs
-    100: {"kappas": [0.25, 0.5, 1.0, 1.5, 2.0], "concentrations": [0.5, 1.0], "mus": [0.0, 0.25, 0.5, 0.75, 1.0],
-          "seeds": [1]},  # 5 x 2 x 5 x 1 = 50 cells
+    100: {"kappas": [0.25, 0.5, 1.0, 1.5, 2.0], "concentrations": [0.5, 1.0],
+          "mus": [0.0, 0.25, 0.5, 0.75, 1.0], "seeds": [1]},  # 5 x 2 x 5 x 1 = 50 cells
     1000: {"kappas": [0.1, 0.25, 0.4, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0], "concentrations": [0.25, 0.5, 1.0, 2.0, 4.0],
            "mus": [0.0, 0.25, 0.5, 0.75, 1.0], "seeds": [1, 2]},  # 10 x 5 x 5 x 2 = 500 cells
 }
@@ -254,7 +258,8 @@ def report(f: Figures) -> None:
     print(f"store writes in batch runs (upserts) {p['store_write_s']:8.2f} s   "
           f"Dagster per-partition bookkeeping {p['bookkeeping_s']:.2f} s")
     print(f"launch step (register sweep + runs)  {p['launch_step_s']:8.2f} s")
-    print(f"batch runs: {len(batches)};  simulate {p['simulate_s']:.1f} s, upload {p['upload_s']:.1f} s (summed over batches)")
+    print(f"batch runs: {len(batches)};  simulate {p['simulate_s']:.1f} s, upload {p['upload_s']:.1f} s"
+          " (summed over batches)")
     if batches:
         for name in ("queued_s", "startup_s", "step_s", "finish_s"):
             values = [r[name] for r in batches if r[name] == r[name]]
@@ -276,10 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="BILANCIO_BATCH_SIZE for the server (runs per Dagster run)")
     parser.add_argument("--max-concurrent-runs", type=int, help="BILANCIO_MAX_CONCURRENT_RUNS for the server")
     parser.add_argument("--instance-postgres", action="store_true",
-                        help="put the Dagster instance's own storage on a throwaway Postgres (BILANCIO_DAGSTER_PG_URL)")
+                        help="the Dagster instance's own storage on a throwaway Postgres (BILANCIO_DAGSTER_PG_URL)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra environment setting for the server, e.g. DAGSTER_EVENT_BATCH_SIZE=100")
     args = parser.parse_args(argv)
+    if args.only_postgres and not (args.postgres or args.postgres_url):
+        parser.error("--only-postgres needs --postgres or --postgres-url")
 
     extra_env = {}
     if args.batch_size:
