@@ -19,14 +19,6 @@ _CTX = Context(prec=28)
 _ZERO = Decimal(0)
 
 
-def _due_keys(e: dict[str, Any], clean: bool) -> tuple[Any, Any]:
-    """The identifiers a due is known by: payable_id/pid (clean: else contract_id) and alias."""
-    pid = e.get("payable_id") or e.get("pid")
-    if clean and not pid:
-        pid = e.get("contract_id")
-    return pid, e.get("alias")
-
-
 def money_supply(balances: Iterable[dict[str, Any]]) -> Decimal:
     """M_t: every agent's cash (plus deposits/reserves, none here) in the end-of-run snapshot."""
     total = _ZERO
@@ -80,8 +72,13 @@ def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> 
                 s_t += amount
                 outflow[d["debtor"]] += amount
                 inflow[d["creditor"]] += amount
-                compat_ids.update(_due_keys(d, False))
-                clean_ids.update(_due_keys(d, True))
+                # a due is known by payable_id/pid (clean: else contract_id) and by its alias
+                pid = d.get("payable_id") or d.get("pid")
+                alias = d.get("alias")
+                compat_ids.add(pid)
+                compat_ids.add(alias)
+                clean_ids.add(pid or d.get("contract_id"))
+                clean_ids.add(alias)
             compat_ids.discard(None)
             clean_ids.discard(None)
             agents = list(dict.fromkeys([*outflow, *inflow]))

@@ -85,6 +85,12 @@ _NEEDS_ESCAPE = re.compile("[&<>\"']")
 
 
 def _number(value: Any) -> float | None:
+    """The value as a finite float, or None (no value, text, NaN, infinite)."""
+    kind = type(value)
+    if kind is float:  # the common case first: the chart reads ~1,000 values per run
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
     if value is None or isinstance(value, (str, bool)):
         return None
     try:
@@ -113,13 +119,28 @@ def _cards(items: Iterable[tuple[str, Any]]) -> str:
     return '<div class="cards">' + "".join(f'<div class="card"><div class="muted small">{escape(label)}</div><div class="v">{fmt(value)}</div></div>' for label, value in items) + "</div>"
 
 
+def _cell(value: Any) -> str:
+    """One table cell: text left-aligned, numbers right-aligned."""
+    kind = type(value)
+    if kind is int:  # the most common cell, without a call to fmt
+        return f"<td>{value}</td>"
+    if kind is str:
+        return f'<td class="l">{escape(value) if _NEEDS_ESCAPE.search(value) else value}</td>'
+    return f"<td>{fmt(value)}</td>"
+
+
+_BLANK_CELL = _cell("")
+
+
 def _table(columns: list[str], rows: Iterable[Iterable[Any]]) -> str:
     """A table; text cells are left-aligned, numbers right-aligned."""
+    cell = _cell
+    return _table_html(columns, ["<tr>" + "".join([cell(v) for v in row]) + "</tr>" for row in rows])
+
+
+def _table_html(columns: list[str], row_lines: list[str]) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    lines = []
-    for row in rows:
-        lines.append("<tr>" + "".join([f'<td class="l">{fmt(v)}</td>' if type(v) is str else f"<td>{fmt(v)}</td>" for v in row]) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(row_lines)}</tbody></table>"
 
 
 def _empty(text: str) -> str:
@@ -148,8 +169,9 @@ def _nice_ceiling(value: float) -> float:
     return 10 * power
 
 
-def _polylines(points: list[tuple[float, float] | None], colour: str, dash: str = "", width: float = 2) -> str:
-    """One polyline per run of defined points (a day without a value breaks the line)."""
+def _polylines(points: list[tuple[str, str] | None], colour: str, dash: str = "", width: float = 2) -> str:
+    """One polyline per run of defined points, given as formatted (x, y) coordinates (a day
+    without a value breaks the line)."""
     segments, current = [], []
     for point in points + [None]:
         if point is None:
@@ -160,7 +182,7 @@ def _polylines(points: list[tuple[float, float] | None], colour: str, dash: str 
             current.append(point)
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
     return "".join(
-        f'<polyline fill="none" stroke="{colour}" stroke-width="{width}"{dash_attr} points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in seg) + '"/>'
+        f'<polyline fill="none" stroke="{colour}" stroke-width="{width}"{dash_attr} points="' + " ".join([f"{x},{y}" for x, y in seg]) + '"/>'
         for seg in segments
     )
 
@@ -183,6 +205,9 @@ def day_metrics_svg(rows: list[dict[str, Any]], width: int = 760) -> str:
         return left + slot / 2 + (day - first) * slot
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="day-by-day metrics">']
+    # every coordinate is formatted once and shared by the polyline and the point's circle
+    day_xs = [f"{x(int(r['day'])):.1f}" for r in rows]
+    values = {key: [_number(r.get(key)) for r in rows] for key in ["S_t"] + [k for k, _, _ in RATE_SERIES + AMOUNT_LINES]}
 
     # panel 1: rates on [0, 1]
     y0 = top
@@ -194,19 +219,16 @@ def day_metrics_svg(rows: list[dict[str, Any]], width: int = 760) -> str:
         y = y_rate(tick)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
     for key, label, colour in RATE_SERIES:
-        points = []
-        for r in rows:
-            v = _number(r.get(key))
-            points.append(None if v is None else (x(int(r["day"])), y_rate(min(1.0, max(0.0, v)))))
+        points = [None if v is None else (px, f"{y_rate(min(1.0, max(0.0, v))):.1f}") for px, v in zip(day_xs, values[key])]
         parts.append(_polylines(points, colour, "5,3" if key == "alpha_t" else ""))
         for r, point in zip(rows, points):
             if point is not None:
-                parts.append(f'<circle cx="{point[0]:.1f}" cy="{point[1]:.1f}" r="3" fill="{colour}"><title>day {r["day"]}: {key} = {fmt(r.get(key))}</title></circle>')
+                parts.append(f'<circle cx="{point[0]}" cy="{point[1]}" r="3" fill="{colour}"><title>day {r["day"]}: {key} = {fmt(r.get(key))}</title></circle>')
 
     # panel 2: amounts
     y1 = top + panel_h + gap
     keys = ["S_t"] + [k for k, _, _ in AMOUNT_LINES]
-    peak = max((v for r in rows for k in keys if (v := _number(r.get(k))) is not None), default=0.0)
+    peak = max((v for k in keys for v in values[k] if v is not None), default=0.0)
     top_value = _nice_ceiling(peak)
 
     def y_amount(v: float) -> float:
@@ -217,21 +239,17 @@ def day_metrics_svg(rows: list[dict[str, Any]], width: int = 760) -> str:
         y = y_amount(tick)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt(tick, 0)}</text>')
     bar_w = max(2.0, slot * 0.6)
-    for r in rows:
-        v = _number(r.get("S_t"))
+    for r, v in zip(rows, values["S_t"]):
         if v is not None:
             y = y_amount(v)
             parts.append(f'<rect x="{x(int(r["day"])) - bar_w / 2:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{y1 + panel_h - y:.1f}" fill="#cfd8e3"><title>day {r["day"]}: S_t = {fmt(v)}</title></rect>')
     for key, _label, colour in AMOUNT_LINES:
-        points = []
-        for r in rows:
-            v = _number(r.get(key))
-            points.append(None if v is None else (x(int(r["day"])), y_amount(v)))
+        points = [None if v is None else (px, f"{y_amount(v):.1f}") for px, v in zip(day_xs, values[key])]
         # gross settled is drawn wide underneath, so it stays visible where M^peak_t equals it
         parts.append(_polylines(points, colour, width=5 if key == "gross_settled_t" else 2))
         for r, point in zip(rows, points):
             if point is not None:
-                parts.append(f'<circle cx="{point[0]:.1f}" cy="{point[1]:.1f}" r="2.5" fill="{colour}"><title>day {r["day"]}: {key} = {fmt(r.get(key))}</title></circle>')
+                parts.append(f'<circle cx="{point[0]}" cy="{point[1]}" r="2.5" fill="{colour}"><title>day {r["day"]}: {key} = {fmt(r.get(key))}</title></circle>')
 
     # day axis (labels thinned so they never overlap) and legends
     axis_y = y1 + panel_h
@@ -301,12 +319,15 @@ def _debtor_share_matrix(shares: list[dict[str, Any]]) -> str:
     if not shares:
         return _empty("No net debtors on the analysed days.")
     days = sorted({s["day"] for s in shares})
-    by_agent: dict[str, dict[Any, Any]] = {}
+    # cells are formatted once per share; most of the agent-by-day grid is one blank cell
+    by_agent: dict[str, dict[Any, str]] = {}
     for s in shares:
-        by_agent.setdefault(str(s["agent"]), {})[s["day"]] = s.get("DS_t")
-    agents = sorted(by_agent, key=_agent_order)
-    rows = ([agent] + [by_agent[agent].get(day, "") for day in days] for agent in agents)
-    return _table(["agent"] + [f"day {d}" for d in days], rows)
+        by_agent.setdefault(str(s["agent"]), {})[s["day"]] = _cell(s.get("DS_t"))
+    lines = []
+    for agent in sorted(by_agent, key=_agent_order):
+        cells = by_agent[agent]
+        lines.append("<tr>" + _cell(agent) + "".join([cells.get(day, _BLANK_CELL) for day in days]) + "</tr>")
+    return _table_html(["agent"] + [f"day {d}" for d in days], lines)
 
 
 def _agent_order(agent: str) -> tuple[int, str]:
@@ -330,9 +351,10 @@ def intraday_svgs(steps: list[dict[str, Any]]) -> str:
         n = len(values)
         dx = (width - 2 * pad) / max(1, n)
         points = [f"{pad:.1f},{height - pad:.1f}"]
+        xs = [f"{pad + i * dx:.1f}" for i in range(n + 1)]  # each x ends one step and starts the next
         for i, v in enumerate(values):  # a step line: P(s) holds until the next settlement
-            y = height - pad - (height - 2 * pad) * v / peak
-            points.append(f"{pad + i * dx:.1f},{y:.1f} {pad + (i + 1) * dx:.1f},{y:.1f}")
+            y = f"{height - pad - (height - 2 * pad) * v / peak:.1f}"
+            points.append(f"{xs[i]},{y} {xs[i + 1]},{y}")
         charts.append(
             f'<figure style="margin:0"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa" stroke="#e4e4e4"/>'
@@ -413,16 +435,12 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     return cards
 
 
-def _kind(event: dict[str, Any]) -> Any:
-    return event.get("kind")
-
-
 def render_run_html(output: SimulationOutput, days: list[dict[str, Any]] | None = None, plot: str | None = None) -> str:
     """run.html; `days` are the day rows without helper keys (default: output's), `plot` the
     day chart if already drawn for metrics.html."""
     days = output.day_metrics if days is None else days
     events = output.events
-    kinds = Counter(map(_kind, events))
+    kinds = Counter([e.get("kind") for e in events])
     defaults = [e for e in events if e.get("kind") == "AgentDefaulted"] if kinds["AgentDefaulted"] else []
     trades = [e for e in events if e.get("kind") == "dealer_trade"] if kinds["dealer_trade"] else []
     balances = [b for b in output.balances if b.get("agent_id")]
