@@ -253,11 +253,11 @@ REFUSED_SEED = 7  # every upload of these runs is refused; all others are refuse
 
 
 class RefusingVolume(LocalArtifactStore):
-    def upload_run(self, job_id, run_id, local_dir):
+    def move_run(self, job_id, run_id, local_dir):
         _uploads[run_id] += 1
         if run_id in _uploads.get("always", set()) or _uploads[run_id] == 1:
             raise ArtifactError("503 SlowDown: upload refused")
-        return super().upload_run(job_id, run_id, local_dir)
+        return super().move_run(job_id, run_id, local_dir)
 
 
 class RefusingArtifacts(ArtifactsResource):

@@ -50,7 +50,7 @@ def _status_context(instance, result, status):
 
 def test_launch_success_requests_contiguous_batches(env, monkeypatch):
     instance, store_resource, store = env
-    monkeypatch.setattr(sensors, "BATCH_SIZE", 4)
+    monkeypatch.setenv("BILANCIO_BATCH_SIZE", "4")
     result = _launch(build_definitions(), instance)
     context = _status_context(instance, result, "PIPELINE_SUCCESS")
     requests = list(sensors.sweep_batches_sensor(context, store=store_resource) or [])

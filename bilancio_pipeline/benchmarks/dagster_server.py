@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from bilancio_pipeline.benchmarks.pg_server import free_port
+from bilancio_pipeline.defs.instance import DAGSTER_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "bilancio_pipeline.definitions"  # the code location workspace.yaml loads
@@ -85,7 +86,7 @@ class DagsterDevServer:
                  log_path: Path | None = None, startup_timeout: float = 90.0):
         self.bilancio_home = Path(bilancio_home)
         self.dagster_home = Path(dagster_home)
-        self.env = {**without_cloud_settings(os.environ), **(env or {}),
+        self.env = {**without_cloud_settings(os.environ), **DAGSTER_ENV, **(env or {}),
                     "BILANCIO_HOME": str(self.bilancio_home), "DAGSTER_HOME": str(self.dagster_home)}
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
         self.log_path = Path(log_path) if log_path else self.dagster_home / "dagster-dev.log"

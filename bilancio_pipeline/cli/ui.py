@@ -11,9 +11,10 @@ DEFAULT_PORT = 3000
 
 def serve(host: str, port: int) -> None:
     """Replace this process with `dagster dev` (webserver + daemon) for our definitions."""
-    from bilancio_pipeline.defs.instance import ensure_dagster_home
+    from bilancio_pipeline.defs.instance import apply_dagster_env, ensure_dagster_home
 
     home = ensure_dagster_home()
+    apply_dagster_env()
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")
     if not dagster:
         raise click.ClickException("the `dagster` command is not installed; run `bash .ci/install`")

@@ -19,10 +19,11 @@ from bilancio_pipeline.sweeps import lifecycle
 from bilancio_pipeline.sweeps.batch import BatchResult, run_batch
 from bilancio_pipeline.sweeps.summary import delta_plot_png, png_markdown, summarize
 
-BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE", "100"))
+# The largest partition range one Dagster run takes when a user backfills from the UI.
+BACKFILL_BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE", "100"))
 TABLE_IO = "table_io_manager"
 
-_OUTPUTS = {  # output name -> (table, BatchResult field)
+_OUTPUTS = {  # output name -> (table, BatchResult field), in the topological order Dagster needs
     "sweep_runs": ("runs", "runs"),
     "run_metrics": ("metrics", "metrics"),
     "run_artifacts": ("runs", "artifacts"),
@@ -50,7 +51,7 @@ _OUTPUTS = {  # output name -> (table, BatchResult field)
         "run_artifacts": {dg.AssetKey("sweep_runs")},
     },
     partitions_def=runs_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=BATCH_SIZE),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_BATCH_SIZE),
     check_specs=[dg.AssetCheckSpec("delta_phi_in_unit_interval", asset="run_metrics",
                                    description="delta_total and phi_total of every run lie in [0, 1]")],
 )

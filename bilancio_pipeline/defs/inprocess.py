@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from bilancio_pipeline.defs.assets import BATCH_SIZE
-from bilancio_pipeline.defs.jobs import LAUNCHED_BY_TAG, batches, range_tags
+from bilancio_pipeline.defs.jobs import JOB_ID_TAG, LAUNCHED_BY_TAG, batch_size_for, batches, range_tags
 from bilancio_pipeline.defs.partitions import runs_partitions
 from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES, fail_unfinished
 
@@ -56,7 +55,7 @@ def run_sweep(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     sweep_config: dict,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     on_progress: Callable[[SweepProgress], None] | None = None,
 ) -> SweepProgress:
     """Launch (or resume) a sweep and run it to its job_metrics. Returns the final counts."""
@@ -78,9 +77,10 @@ def run_sweep(
         if on_progress:
             on_progress(progress)
         batch_job = defs.resolve_job_def("sweep_batch_job")
-        for first, last, count in batches(todo, batch_size):
+        for first, last, count in batches(todo, batch_size or batch_size_for(len(todo))):
             result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
-                                                  tags={**tags, **range_tags(first, last)}, raise_on_error=False)
+                                                  tags={**tags, **range_tags(first, last), JOB_ID_TAG: job_id},
+                                                  raise_on_error=False)
             if not result.success:
                 # What the batch failure sensor does under the daemon: runs the dead batch left
                 # `running` become `failed`, so the job cannot be reported complete or stay running.

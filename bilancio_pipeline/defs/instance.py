@@ -15,6 +15,23 @@ import yaml
 from bilancio_pipeline.storage.config import bilancio_home
 
 
+# Dagster settings that live in the environment, not dagster.yaml, read by the daemon and the run
+# workers. With them a batch's planned materializations are one event per asset instead of one
+# per partition (on SQLite each event is a transaction: 1,000 runs cost minutes of bookkeeping),
+# and a Postgres instance stores a batch's materializations in one insert. The cost: partitions
+# of a batch whose Dagster run died show as missing rather than failed (the `runs` table still
+# says failed, with the error).
+DAGSTER_ENV = {
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
+    "DAGSTER_EVENT_BATCH_SIZE": "1000",
+}
+
+
+def apply_dagster_env() -> None:
+    for name, value in DAGSTER_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def instance_config() -> dict:
     cores = os.cpu_count() or 2
     max_runs = int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS", cores))

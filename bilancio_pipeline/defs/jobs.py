@@ -67,6 +67,16 @@ job_metrics_job = dg.define_asset_job(
 )
 
 
+def batch_size_for(n_runs: int) -> int:
+    """Runs per Dagster run for a sweep: BILANCIO_BATCH_SIZE if set, else just enough batches to
+    fill the concurrent-run slots (one per core), kept between 25 and 500. Starting a Dagster
+    run costs seconds, so fewer, larger batches are faster; more than the slots cannot run."""
+    if os.environ.get("BILANCIO_BATCH_SIZE"):
+        return max(1, int(os.environ["BILANCIO_BATCH_SIZE"]))
+    slots = int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS") or os.cpu_count() or 2)
+    return min(500, max(25, -(-n_runs // slots)))
+
+
 def batches(run_ids: list[str], size: int) -> list[tuple[str, str, int]]:
     """Contiguous (first, last, count) ranges of at most `size` runs, in partition order."""
     return [(run_ids[i], run_ids[min(i + size, len(run_ids)) - 1], len(run_ids[i:i + size]))

@@ -3,9 +3,8 @@ and failed runs when a batch's Dagster run dies, so no job stays `running` forev
 
 import dagster as dg
 
-from bilancio_pipeline.defs.assets import BATCH_SIZE
 from bilancio_pipeline.defs.jobs import (
-    JOB_ID_TAG, LAUNCHED_BY_TAG, batches, job_metrics_job, launch_sweep_job, range_tags, sweep_batch_job,
+    JOB_ID_TAG, LAUNCHED_BY_TAG, batch_size_for, batches, job_metrics_job, launch_sweep_job, range_tags, sweep_batch_job,
 )
 from bilancio_pipeline.defs.partitions import job_id_of, runs_partitions
 from bilancio_pipeline.defs.resources import StoreResource
@@ -32,13 +31,13 @@ def sweep_batches_sensor(context: dg.RunStatusSensorContext, store: StoreResourc
         db.close()
     order = {key: i for i, key in enumerate(context.instance.get_dynamic_partitions(runs_partitions.name))}
     todo.sort(key=lambda key: order.get(key, len(order)))
-    for i, (first, last, _) in enumerate(batches(todo, BATCH_SIZE)):
+    for i, (first, last, _) in enumerate(batches(todo, batch_size_for(len(todo)))):
         yield dg.RunRequest(run_key=f"{run.run_id}:{i}", tags={**range_tags(first, last), JOB_ID_TAG: job_id})
 
 
 @dg.sensor(
     job=job_metrics_job,
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="When every run of a sweep has finished or failed, materialize its job_metrics.",
 )
@@ -47,11 +46,23 @@ def sweep_completion_sensor(context: dg.SensorEvaluationContext, store: StoreRes
     try:
         for job in lifecycle.unfinished_jobs(db):
             counts = db.run_counts(job["job_id"])
-            if lifecycle.is_settled(counts):
+            # A batch marks its runs completed before its metrics output is written: wait until
+            # no batch of this sweep is still queued or running.
+            if lifecycle.is_settled(counts) and not _batches_in_flight(context.instance, job["job_id"]):
                 state = "-".join(f"{k}{v}" for k, v in sorted(counts.items()))
                 yield dg.RunRequest(run_key=f"job_metrics:{job['job_id']}:{state}", partition_key=job["job_id"])
     finally:
         db.close()
+
+
+def _batches_in_flight(instance: dg.DagsterInstance, job_id: str) -> bool:
+    in_flight = instance.get_run_records(
+        dg.RunsFilter(job_name=sweep_batch_job.name, tags={JOB_ID_TAG: job_id},
+                      statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]),
+        limit=1,
+    )
+    return bool(in_flight)
 
 
 def _fail_runs_of(context: dg.RunStatusSensorContext, store: StoreResource, what: str) -> None:

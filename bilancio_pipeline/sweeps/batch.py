@@ -65,7 +65,7 @@ def metrics_row(job_id: str, outcome: RunOutcome) -> Row:
 def _upload(artifacts: ArtifactStore, job_id: str, outcome: RunOutcome) -> dict[str, str]:
     @retry(stop=stop_after_attempt(UPLOAD_ATTEMPTS), wait=wait_exponential_jitter(initial=UPLOAD_WAIT_INITIAL, max=UPLOAD_WAIT_MAX), reraise=True)
     def attempt() -> dict[str, str]:
-        return artifacts.upload_run(job_id, outcome.run_id, outcome.artifact_dir)
+        return artifacts.move_run(job_id, outcome.run_id, outcome.artifact_dir)
 
     return attempt()
 

@@ -75,6 +75,11 @@ class ArtifactStore(ABC):
             urls[name] = self.put_bytes(run_key(job_id, run_id, name), path.read_bytes())
         return urls
 
+    def move_run(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
+        """Like upload_run, for a folder the caller throws away afterwards (a store may move
+        the files instead of copying them)."""
+        return self.upload_run(job_id, run_id, local_dir)
+
     def download_prefix(self, prefix: str, dest: Path) -> list[Path]:
         """Copy every object under a prefix into dest, keeping the layout below the prefix."""
         written = []

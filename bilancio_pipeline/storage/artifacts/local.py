@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob
+from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob, run_key
 from bilancio_pipeline.storage.artifacts.keys import check_key, folder_prefix
 
 # Half-written files carry this suffix until they are renamed into place; listings skip them.
@@ -47,6 +47,21 @@ class LocalArtifactStore(ArtifactStore):
         except OSError as exc:
             raise ArtifactError(f"local: could not write {key!r} under {self.root}: {exc.strerror or exc}") from exc
         return path.as_uri()
+
+    def move_run(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
+        """Rename the run's files into the volume: no bytes are copied when the scratch folder is
+        on the same filesystem (a copy otherwise). A rename is atomic, like put_bytes."""
+        urls = {}
+        for source in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+            name = source.relative_to(local_dir).as_posix()
+            target = self._path(run_key(job_id, run_id, name))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+            except OSError:  # another filesystem, or a rename refused: copy instead
+                self.put_bytes(run_key(job_id, run_id, name), source.read_bytes())
+            urls[name] = target.as_uri()
+        return urls
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
