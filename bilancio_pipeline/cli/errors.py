@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,24 +16,9 @@ import click
 
 from bilancio_pipeline.storage.artifacts.base import ArtifactError
 from bilancio_pipeline.storage.base import NotFound, Store, StoreError
+from bilancio_pipeline.storage.log_redaction import redact
 
-# Environment variables whose values must never be echoed back.
-_SECRET_VARS = (
-    "BILANCIO_SUPABASE_KEY", "BILANCIO_SUPABASE_DB_URL", "BILANCIO_R2_SECRET_ACCESS_KEY",
-    "BILANCIO_R2_ACCESS_KEY_ID",
-)
-CLI_RETRY_DEADLINE_S = 15
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """The text without passwords in URLs or the values of secret environment variables."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    for name in _SECRET_VARS:
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, "***")
-    return text
+CLI_RETRY_DEADLINE_S = 15  # seconds a command waits out an unreachable store before it says so
 
 
 class CommandError(click.ClickException):
