@@ -425,7 +425,8 @@ def test_metrics_csv_and_json_that_disagree_on_days_are_rejected(run_dir):
 
 
 def test_numpy_values_are_written_as_plain_numbers(tmp_path, output):
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     rows = [{"day": np.int64(1), "S_t": np.float64(10.5), "phi_t": np.float64(0.25)}]
     scenario = dict(output.scenario, extra={"weight": np.float64(0.5), "count": np.int32(3)})
     write_artifacts(SimulationOutput(output.params, scenario, [{"kind": "X", "day": np.int64(2), "phase": "simulation", "amount": np.float64(1.5)}], [], rows, {}, {"x": np.float32(0.5)}), tmp_path)

@@ -121,7 +121,6 @@ def test_active_run_without_rollover_and_fail_fast_complete():
 
 
 def test_artifacts_are_written_when_a_folder_is_given(tmp_path):
-    pytest.importorskip("bilancio_pipeline.engine.artifacts")
     result = run_simulation(RunParams(regime="active", **CELL), tmp_path)
     assert result.artifacts
     for relative in result.artifacts.values():
