@@ -2,17 +2,9 @@
 
 import dagster as dg
 
-from bilancio_pipeline.defs import assets, jobs, sensors
+from bilancio_pipeline.defs import assets, jobs, maintenance, sensors
 from bilancio_pipeline.defs.io_managers import SupabaseIOManager
 from bilancio_pipeline.defs.resources import resources_from_env
-
-
-def _maintenance() -> dg.Definitions:
-    try:
-        from bilancio_pipeline.defs.maintenance import defs
-    except ImportError:  # the cleanup schedules are optional until built
-        return dg.Definitions()
-    return defs
 
 
 def build_definitions(**overrides: dg.ConfigurableResource) -> dg.Definitions:
@@ -25,7 +17,7 @@ def build_definitions(**overrides: dg.ConfigurableResource) -> dg.Definitions:
                  sensors.batch_failure_sensor, sensors.batch_canceled_sensor],
         resources={**resources, "table_io_manager": SupabaseIOManager(store=resources["store"])},
     )
-    return dg.Definitions.merge(core, _maintenance())
+    return dg.Definitions.merge(core, maintenance.defs)
 
 
 defs = build_definitions()

@@ -24,7 +24,7 @@ class LazyGroup(click.Group):
     """Imports a subcommand's module only when it runs, so `--help` and each command start fast."""
 
     def list_commands(self, ctx):
-        return [name for name in COMMANDS if self._load(name) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
         return self._load(name)
@@ -33,13 +33,7 @@ class LazyGroup(click.Group):
     def _load(name):
         if name not in COMMANDS:
             return None
-        try:
-            module = importlib.import_module(COMMANDS[name])
-        except ModuleNotFoundError as exc:
-            if exc.name == COMMANDS[name]:
-                return None  # not built yet
-            raise
-        return module.command
+        return importlib.import_module(COMMANDS[name]).command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

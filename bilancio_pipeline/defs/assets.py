@@ -14,6 +14,7 @@ import dagster as dg
 from bilancio_pipeline.defs.io_managers import write_rows
 from bilancio_pipeline.defs.partitions import job_id_of, runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import ArtifactsResource, ComputeResource, StoreResource
+from bilancio_pipeline.reports.sweep_report import render_sweep_report
 from bilancio_pipeline.storage.artifacts.base import manifest_key
 from bilancio_pipeline.sweeps import lifecycle
 from bilancio_pipeline.sweeps.batch import BatchResult, run_batch
@@ -171,7 +172,7 @@ def _aggregate(context, db, volume, job_id: str):
         "mean_trading_effect": dg.MetadataValue.float(float(row["mean_trading_effect"]))
         if row.get("mean_trading_effect") is not None else dg.MetadataValue.text("no complete pairs"),
         "delta_by_kappa": dg.MetadataValue.md(png_markdown(png, "mean delta by kappa") if png else "no runs"),
-        "report": dg.MetadataValue.url(report_url) if report_url else dg.MetadataValue.text("not written"),
+        "report": dg.MetadataValue.url(report_url),
     })
     status = lifecycle.finish_job(db, job_id, row)
     volume.put_bytes(manifest_key(job_id), _manifest(db, job_id))
@@ -194,11 +195,7 @@ def _sweep_checks(job, summary):
                                         "applies": balanced})
 
 
-def _upload_report(volume, job, summary) -> str | None:
-    try:
-        from bilancio_pipeline.reports.sweep_report import render_sweep_report
-    except ImportError:
-        return None
+def _upload_report(volume, job, summary) -> str:
     html = render_sweep_report(job, summary.results, summary.row, summary.pairs)
     return volume.put_bytes(f"{job['job_id']}/report.html", html.encode())
 

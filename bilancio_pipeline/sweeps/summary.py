@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bilancio_pipeline.engine.aggregate import aggregate_job_metrics
 from bilancio_pipeline.storage.base import Row, Store
 from bilancio_pipeline.storage.schema import job_metrics as job_metrics_table
 
@@ -24,8 +25,6 @@ class SweepSummary:
 
 def summarize(store: Store, job_id: str) -> SweepSummary:
     """Aggregate a sweep's completed runs, and copy each pair's trading effect onto its runs."""
-    from bilancio_pipeline.engine import aggregate_job_metrics
-
     results = store.query_results(job_id=job_id)
     completed = [r for r in results if r["status"] == "completed" and r["delta_total"] is not None]
     aggregate = aggregate_job_metrics(completed)
