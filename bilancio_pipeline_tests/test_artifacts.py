@@ -114,6 +114,26 @@ def test_upload_run_then_download_prefix_reproduces_the_folder(store: ArtifactSt
         assert (dest / name).read_bytes() == data
 
 
+
+def test_move_run_stores_the_folder_and_a_rerun_replaces_it(store: ArtifactStore, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    write_run_folder(first)
+    urls = store.move_run("job-a", "run-7", first)
+
+    assert set(urls) == set(RUN_FILES)
+    for name, url in urls.items():
+        assert url.startswith(expected_url_kind(store)) and url.endswith(run_key("job-a", "run-7", name))
+        assert store.get_bytes(run_key("job-a", "run-7", name)) == RUN_FILES[name]
+
+    # The run again (a retry): the folder now exists, and every file is replaced, none added.
+    second = tmp_path / "second"
+    write_run_folder(second)
+    (second / "out/metrics.json").write_bytes(b'{"phi_total": 1.0}')
+    assert store.move_run("job-a", "run-7", second) == urls
+    assert store.get_bytes(run_key("job-a", "run-7", "out/metrics.json")) == b'{"phi_total": 1.0}'
+    assert store.list_keys(run_prefix("job-a", "run-7")) == sorted(run_key("job-a", "run-7", n) for n in RUN_FILES)
+
+
 def test_missing_object_is_an_artifact_error_naming_backend_and_key(store: ArtifactStore) -> None:
     store.put_bytes("job-a/present.json", b"{}")
     with pytest.raises(ArtifactError) as raised:

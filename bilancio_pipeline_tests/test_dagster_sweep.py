@@ -13,6 +13,7 @@ import pytest
 from bilancio_pipeline.compute.base import RunOutcome
 from bilancio_pipeline.compute.local import LocalCompute
 from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
+from bilancio_pipeline.defs.instance import DAGSTER_ENV, ensure_dagster_home
 from bilancio_pipeline.defs.resources import ComputeResource
 from bilancio_pipeline.definitions import build_definitions
 from bilancio_pipeline.storage.config import artifacts_from_env, store_from_env
@@ -44,10 +45,13 @@ class FlakyCompute(ComputeResource):
 
 
 def _configure(request, tmp_path, monkeypatch, backend: str) -> str:
-    """Configure the stores through the environment, as a user would."""
+    """Configure the stores through the environment, as a user would, on the Dagster instance
+    `bilancio-pipeline ui` gives them (our dagster.yaml and event settings)."""
     monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    (tmp_path / "dagster").mkdir()
+    for name, value in DAGSTER_ENV.items():
+        monkeypatch.setenv(name, value)
+    ensure_dagster_home()
     for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY", "BILANCIO_R2_BUCKET"):
         monkeypatch.delenv(var, raising=False)
     if backend.startswith("postgres"):

@@ -59,7 +59,7 @@ def write_instance_yaml(dagster_home: Path, env: Mapping[str, str]) -> Path:
     try:  # instance_config reads a few BILANCIO_* settings from os.environ
         os.environ.clear()
         os.environ.update(env)
-        config = instance_config()
+        config = instance_config(dagster_home)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -3,7 +3,8 @@
 DAGSTER_HOME, if set, wins. Otherwise it is `<BILANCIO_HOME>/dagster`, created on first use with
 a dagster.yaml sized for a small machine: runs queue and start two at a time (one per core),
 the queue is checked every second and its runs are launched in parallel threads, and sensors
-evaluate and submit runs in threads so a sweep's batches are requested promptly.
+evaluate and submit runs in threads so a sweep's batches are requested promptly. Its storage is
+Dagster's SQLite storage with a faster event log for batches (event_log_storage.py);
 BILANCIO_DAGSTER_PG_URL puts the instance's own storage on PostgreSQL.
 """
 
@@ -32,7 +33,8 @@ def apply_dagster_env() -> None:
         os.environ.setdefault(name, value)
 
 
-def instance_config() -> dict:
+def instance_config(home: Path) -> dict:
+    """dagster.yaml's content for an instance living in the folder `home`."""
     cores = os.cpu_count() or 2
     max_runs = int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS", cores))
     config = {
@@ -54,7 +56,24 @@ def instance_config() -> dict:
     }
     if os.environ.get("BILANCIO_DAGSTER_PG_URL"):
         config["storage"] = {"postgres": {"postgres_url": {"env": "BILANCIO_DAGSTER_PG_URL"}}}
+    else:
+        config.update(sqlite_storage_config(home))
     return config
+
+
+def sqlite_storage_config(home: Path) -> dict:
+    """Dagster's default SQLite storage, in its default folders, except that the event log
+    writes a batch of materializations in one transaction (see event_log_storage.py)."""
+    def storage(module: str, cls: str, base_dir: Path) -> dict:
+        return {"module": module, "class": cls, "config": {"base_dir": str(base_dir)}}
+
+    home = Path(home).resolve()
+    return {
+        "run_storage": storage("dagster._core.storage.runs", "SqliteRunStorage", home / "history"),
+        "event_log_storage": storage("bilancio_pipeline.defs.event_log_storage", "BatchingSqliteEventLogStorage",
+                                     home / "history" / "runs"),
+        "schedule_storage": storage("dagster._core.storage.schedules", "SqliteScheduleStorage", home / "schedules"),
+    }
 
 
 def ensure_dagster_home() -> Path:
@@ -63,7 +82,7 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config_file = home / "dagster.yaml"
     if not config_file.exists():
-        config_file.write_text(yaml.safe_dump(instance_config(), sort_keys=False))
+        config_file.write_text(yaml.safe_dump(instance_config(home), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -8,15 +8,19 @@ and writing twice changes nothing. Loading an input reads exactly the rows of th
 asked for, as a DataFrame.
 """
 
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from bilancio_pipeline.defs.partitions import job_id_of
 from bilancio_pipeline.defs.resources import StoreResource
 from bilancio_pipeline.storage.base import Row, Store
 from bilancio_pipeline.storage.schema import CONFLICT_KEYS, TABLES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _WRITERS = {  # table -> how a store writes its rows in bulk
     "runs": lambda store, rows: store.upsert_runs(rows),
@@ -25,10 +29,11 @@ _WRITERS = {  # table -> how a store writes its rows in bulk
 }
 
 
-def to_rows(obj: pd.DataFrame | Sequence[Row] | Row) -> list[Row]:
+def to_rows(obj: "pd.DataFrame | Sequence[Row] | Row") -> list[Row]:
     if isinstance(obj, dict):  # one row, e.g. a sweep's job_metrics
         return [dict(obj)]
-    if isinstance(obj, pd.DataFrame):
+    pandas = sys.modules.get("pandas")  # not imported: obj cannot be a DataFrame (and a run starts faster)
+    if pandas is not None and isinstance(obj, pandas.DataFrame):
         frame = obj.astype(object).where(obj.notna(), None)
         return frame.to_dict(orient="records")
     return [dict(r) for r in obj]
@@ -91,7 +96,7 @@ class SupabaseIOManager(dg.ConfigurableIOManager):
             "dagster/row_count": len(rows),
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> "pd.DataFrame":
         upstream = context.upstream_output
         table = _table(upstream.definition_metadata if upstream else None, context.asset_key)
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
@@ -102,4 +107,6 @@ class SupabaseIOManager(dg.ConfigurableIOManager):
             rows = read_rows(store, table, keys)
         finally:
             store.close()
+        import pandas as pd
+
         return pd.DataFrame(rows, columns=list(TABLES[table].columns.keys()))

@@ -176,7 +176,7 @@ def _pairs_table(pairs) -> str:
 
 def _figure(fig, alt: str) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f"<img alt='{escape(alt)}' src='data:image/png;base64,{data}'>"
 
@@ -230,7 +230,11 @@ def _metric_across_kappa(rows, metric: str, label: str):
         _kappa_axis(ax, sorted(kappas_seen))
         ax.set_title(f"concentration c = {_fmt(c, 3)}", fontsize=10)
         ax.set_ylabel(label)
-        ax.legend(fontsize=7, ncols=2 if len(mus) > 2 else 1)
+    # one legend for all panels (the lines are the same in each): clearer, and a legend per panel
+    # was most of the drawing time of a big sweep's report
+    handles, labels = axes[0].get_legend_handles_labels() if len(axes) else ([], [])
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(labels), 6))
     return fig
 
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob, run_key
+from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob, run_key, run_prefix
 from bilancio_pipeline.storage.artifacts.keys import check_key, folder_prefix
 
 # Half-written files carry this suffix until they are renamed into place; listings skip them.
@@ -49,12 +49,22 @@ class LocalArtifactStore(ArtifactStore):
         return path.as_uri()
 
     def move_run(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
-        """Rename the run's files into the volume: no bytes are copied when the scratch folder is
-        on the same filesystem (a copy otherwise). A rename is atomic, like put_bytes."""
+        """Move the run's files into the volume. When the run has no folder there yet (the usual
+        case) its whole folder is renamed into place: one atomic metadata write, no bytes copied.
+        Otherwise (a re-run, or scratch space on another filesystem) file by file."""
+        target = self._path(run_prefix(job_id, run_id))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(local_dir, target)  # refused if the target holds files, or across filesystems
+        except OSError:
+            return self._move_files(job_id, run_id, Path(local_dir))
+        base = target.as_uri()
+        return {name: f"{base}/{name}" for name in _relative_files(target)}
+
+    def _move_files(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
         urls = {}
-        for source in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
-            name = source.relative_to(local_dir).as_posix()
-            target = self._path(run_key(job_id, run_id, name))
+        for name in _relative_files(local_dir):
+            source, target = local_dir / name, self._path(run_key(job_id, run_id, name))
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
@@ -149,6 +159,15 @@ class LocalArtifactStore(ArtifactStore):
             if not _rmdir_if_empty(parent):
                 break
             parent = parent.parent
+
+
+def _relative_files(folder: Path) -> list[str]:
+    """Every file below folder, as sorted '/'-separated paths relative to it."""
+    found = []
+    for dirpath, _, filenames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        found += [name if rel == "." else f"{rel}/{name}".replace(os.sep, "/") for name in filenames]
+    return sorted(found)
 
 
 def _rmdir_if_empty(path: Path) -> bool:
