@@ -11,7 +11,7 @@ def build_definitions(**overrides: dg.ConfigurableResource) -> dg.Definitions:
     """The project's definitions; resources come from the environment unless overridden by key."""
     resources = {**resources_from_env(), **overrides}
     core = dg.Definitions(
-        assets=[assets.simulate_runs, assets.job_metrics],
+        assets=[assets.simulate_runs, assets.job_metrics, assets.sweep_report],
         jobs=[jobs.launch_sweep_job, jobs.sweep_batch_job, jobs.job_metrics_job],
         sensors=[sensors.sweep_batches_sensor, sensors.sweep_completion_sensor,
                  sensors.batch_failure_sensor, sensors.batch_canceled_sensor],

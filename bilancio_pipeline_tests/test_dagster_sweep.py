@@ -133,6 +133,13 @@ def test_balanced_sweep_end_to_end(instance):
     assert materialized == {r["run_id"] for r in runs}
     assert instance.get_materialized_partitions(dg.AssetKey("job_metrics")) == {"test-sweep"}
 
+    # The report is drawn after job_metrics, beside the artifacts, and linked from its materialization.
+    report = instance.get_latest_materialization_event(dg.AssetKey("sweep_report")).asset_materialization
+    assert report.partition == "test-sweep"
+    html = volume.get_bytes("test-sweep/report.html").decode()
+    assert report.metadata["report"].value.endswith("test-sweep/report.html")
+    assert "Sweep test-sweep" in html and html.count("data:image/png;base64,") == 3
+
     # Launching the same sweep again creates nothing and recomputes nothing.
     before = {r["run_id"]: r["updated_at"] for r in store.list_runs("test-sweep")}
     progress = _sweep(instance)

@@ -25,7 +25,7 @@ def test_definitions_load_with_nothing_configured(monkeypatch):
     defs = build_definitions()
     dg.Definitions.validate_loadable(defs)
     assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert assets == {"sweep_runs", "run_metrics", "run_artifacts", "job_metrics"}
+    assert assets == {"sweep_runs", "run_metrics", "run_artifacts", "job_metrics", "sweep_report"}
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     assert {"launch_sweep_job", "sweep_batch_job", "job_metrics_job", "cleanup_volume_job",
             "supabase_keepalive_job"} <= jobs

@@ -3,7 +3,8 @@
 `sweep_runs`, `run_metrics` and `run_artifacts` (partitioned by `runs`) are one multi-asset:
 one step simulates a whole partition range through the compute resource, uploads the
 artifacts and hands each table its rows, so a batch of runs costs one Dagster step instead of
-three per run. `job_metrics` (partitioned by `sweeps`) aggregates a finished sweep.
+three per run. `job_metrics` (partitioned by `sweeps`) aggregates a finished sweep, and
+`sweep_report` draws it.
 """
 
 import json
@@ -18,7 +19,7 @@ from bilancio_pipeline.reports.sweep_report import render_sweep_report
 from bilancio_pipeline.storage.artifacts.base import manifest_key
 from bilancio_pipeline.sweeps import lifecycle
 from bilancio_pipeline.sweeps.batch import BatchResult, run_batch
-from bilancio_pipeline.sweeps.summary import delta_plot_png, png_markdown, summarize
+from bilancio_pipeline.sweeps.summary import delta_plot_png, png_markdown, summarize, sweep_pairs
 
 # The largest partition range one Dagster run takes when a user backfills from the UI.
 BACKFILL_BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE", "100"))
@@ -160,19 +161,15 @@ def job_metrics(context: dg.AssetExecutionContext, store: StoreResource, artifac
 
 
 def _aggregate(context, db, volume, job_id: str):
-    """Aggregate the sweep, check it, write its report and manifest, and finish the job."""
+    """Aggregate the sweep, check it, store its manifest, and finish the job."""
     job = db.get_job(job_id)
     summary = summarize(db, job_id)
     yield from _sweep_checks(job, summary)
-    png = delta_plot_png(summary.results)
-    report_url = _upload_report(volume, job, summary)
     row = summary.row
     yield dg.Output(row, metadata={
         "n_pairs": row.get("n_pairs") or 0,
         "mean_trading_effect": dg.MetadataValue.float(float(row["mean_trading_effect"]))
         if row.get("mean_trading_effect") is not None else dg.MetadataValue.text("no complete pairs"),
-        "delta_by_kappa": dg.MetadataValue.md(png_markdown(png, "mean delta by kappa") if png else "no runs"),
-        "report": dg.MetadataValue.url(report_url),
     })
     status = lifecycle.finish_job(db, job_id, row)
     volume.put_bytes(manifest_key(job_id), _manifest(db, job_id))
@@ -195,9 +192,28 @@ def _sweep_checks(job, summary):
                                         "applies": balanced})
 
 
-def _upload_report(volume, job, summary) -> str:
-    html = render_sweep_report(job, summary.results, summary.row, summary.pairs)
-    return volume.put_bytes(f"{job['job_id']}/report.html", html.encode())
+@dg.asset(
+    partitions_def=sweeps_partitions,
+    deps=[job_metrics],
+    group_name="sweeps",
+    description="The sweep's HTML report beside its artifacts: δ and φ across the grid, every pair's "
+                "trading effect, the tables behind them. Drawn after job_metrics is stored, so the "
+                "numbers never wait for the figures.",
+)
+def sweep_report(context: dg.AssetExecutionContext, store: StoreResource, artifacts: ArtifactsResource):
+    job_id = context.partition_key
+    db, volume = store.open(), artifacts.open()
+    try:
+        job, results, row = db.get_job(job_id), db.query_results(job_id=job_id), db.get_job_metrics(job_id)
+    finally:
+        db.close()
+    html = render_sweep_report(job, results, row, sweep_pairs(results))
+    url = volume.put_bytes(f"{job_id}/report.html", html.encode())
+    png = delta_plot_png(results)
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.url(url),
+        "delta_by_kappa": dg.MetadataValue.md(png_markdown(png, "mean delta by kappa") if png else "no runs"),
+    })
 
 
 def _manifest(db, job_id: str) -> bytes:

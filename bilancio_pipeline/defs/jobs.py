@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from bilancio_pipeline.defs.assets import job_metrics, simulate_runs
+from bilancio_pipeline.defs.assets import job_metrics, simulate_runs, sweep_report
 from bilancio_pipeline.defs.config import SweepConfig
 from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import StoreResource
@@ -60,10 +60,10 @@ sweep_batch_job = dg.define_asset_job(
 
 job_metrics_job = dg.define_asset_job(
     "job_metrics_job",
-    selection=dg.AssetSelection.assets(job_metrics),
+    selection=dg.AssetSelection.assets(job_metrics, sweep_report),
     partitions_def=sweeps_partitions,
     executor_def=dg.in_process_executor,
-    description="Aggregate a finished sweep into job_metrics and its report.",
+    description="Aggregate a finished sweep into job_metrics, then draw its report.",
 )
 
 

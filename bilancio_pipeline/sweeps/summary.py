@@ -26,7 +26,7 @@ class SweepSummary:
 def summarize(store: Store, job_id: str) -> SweepSummary:
     """Aggregate a sweep's completed runs, and copy each pair's trading effect onto its runs."""
     results = store.query_results(job_id=job_id)
-    completed = [r for r in results if r["status"] == "completed" and r["delta_total"] is not None]
+    completed = _completed(results)
     aggregate = aggregate_job_metrics(completed)
     pairs = aggregate.get("pairs", [])
     row = {c: aggregate.get(c) for c in _JOB_METRICS_COLUMNS if c in aggregate and c not in ("created_at", "updated_at")}
@@ -42,6 +42,15 @@ def summarize(store: Store, job_id: str) -> SweepSummary:
     if effects:
         store.upsert_metrics([{"run_id": r, "job_id": job_id, "trading_effect": e} for r, e in effects.items()])
     return SweepSummary(row=row, pairs=pairs, results=results)
+
+
+def sweep_pairs(results: list[Row]) -> list[dict[str, Any]]:
+    """The passive/active pairs of a sweep's results, with their trading effect."""
+    return aggregate_job_metrics(_completed(results)).get("pairs", [])
+
+
+def _completed(results: list[Row]) -> list[Row]:
+    return [r for r in results if r["status"] == "completed" and r["delta_total"] is not None]
 
 
 def delta_plot_png(results: list[Row]) -> bytes | None:
