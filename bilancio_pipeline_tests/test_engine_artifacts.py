@@ -8,9 +8,9 @@ engine's day loop.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
-import xml.etree.ElementTree as ET
 from decimal import Decimal
 from pathlib import Path
 
@@ -279,61 +279,86 @@ def test_dealer_metrics_json_is_written_in_both_regimes(run_dir, output):
     assert data["debt_to_money_ratio"] == 1.25  # Decimal written as a JSON number
 
 
-def _svgs(html: str) -> list[ET.Element]:
-    return [ET.fromstring(block) for block in re.findall(r"<svg.*?</svg>", html, flags=re.S)]
+def page_data(html: str) -> dict:
+    """The run data a page embeds for its viewer (the one JSON block)."""
+    blocks = re.findall(r'<script type="application/json" id="run-data">(.*?)</script>', html, flags=re.S)
+    assert len(blocks) == 1
+    return orjson.loads(blocks[0])
 
 
-def test_metrics_html_has_the_sections_and_a_valid_svg_plot(run_dir, output):
+def _offline(html: str) -> bool:
+    """Nothing is loaded from elsewhere: no src/href attributes, no URL but the SVG namespace."""
+    return not re.search(r"\b(src|href)\s*=", html) and "http" not in html.replace('"http://www.w3.org/2000/svg"', "")
+
+
+def test_metrics_html_embeds_the_day_rows_shares_and_steps_for_its_viewer(run_dir, output):
     html = (run_dir / "out/metrics.html").read_text()
-    for section in ("Summary Across Days", "Day-by-Day Plot", "Day-by-Day Metrics", "Debtor Shortfall Shares DS_t(i)", "Intraday Diagnostics: Prefix Liquidity P(s)", "Metric Explanations"):
-        assert f"<h2>{section}</h2>" in html
-    svg, *intraday = _svgs(html)
-    assert len(intraday) == sum(1 for r in output.day_metrics if r["_intraday"])  # one small chart per day with settlements
-    ns = "{http://www.w3.org/2000/svg}"
-    # one polyline (or more, if broken by missing values) per plotted series, one bar per day
-    assert len(svg.findall(f"{ns}polyline")) >= 6
-    assert len(svg.findall(f"{ns}rect")) >= len(output.day_metrics)
-    titles = [t.text for t in svg.iter(f"{ns}title")]
-    first = output.day_metrics[0]
-    assert f"day {first['day']}: S_t = {first['S_t']:g}" in titles
-    assert any(t.startswith(f"day {first['day']}: delta_t = ") for t in titles)
-    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
-    for row in output.day_metrics:  # the day table lists every day
-        assert f"<tr><td>{row['day']}</td>" in html
+    assert '<main id="report" data-page="metrics">' in html and "<noscript>" in html
+    assert f"<h1>Day metrics: {output.scenario['name']}</h1>" in html
+    assert "<h2>Metric Explanations</h2>" in html  # static: readable without JavaScript
+    assert html.count("<script") == 2 and _offline(html)
+    data = page_data(html)
+    assert data["days"] == orjson.loads((run_dir / "out/metrics.json").read_bytes())
+    shares = [s for r in output.day_metrics for s in r["_debtor_shares"]]
+    assert data["debtor_shares"] == [[s["day"], s["agent"], pytest.approx(float(s["DS_t"]))] for s in shares]
+    steps = [s for r in output.day_metrics for s in r["_intraday"]]
+    assert data["intraday"] == [[s["day"], int(s["P_prefix"])] for s in steps]
+    assert data["summary"]["delta_total"] == pytest.approx(output.summary["delta_total"])
 
 
-def test_run_html_is_compact_and_lists_defaults_and_trades(run_dir, output):
+def test_run_html_embeds_defaults_trades_kinds_and_balances(run_dir, output):
     html = (run_dir / "run.html").read_text()
     assert len(html.encode()) < 200_000
-    assert len(_svgs(html)) == 1
+    assert '<main id="report" data-page="run">' in html and html.count("<script") == 2 and _offline(html)
+    assert "bilancio_compat" in html  # the parameters line, written for readers without JavaScript
+    data = page_data(html)
     defaults = [e for e in output.events if e["kind"] == "AgentDefaulted"]
     trades = [e for e in output.events if e["kind"] == "dealer_trade"]
-    assert f"<h2>Defaults ({len(defaults)})</h2>" in html
-    assert f"<h2>Trades ({len(trades)})</h2>" in html
-    for event in defaults:
-        assert f'<td class="l">{event["agent"]}</td>' in html
+    assert data["defaults"]["rows"] == [[e["day"], e["agent"], e["trigger_contract"], e["shortfall"]] for e in defaults]
+    assert len(data["trades"]["rows"]) == len(trades)
     if trades:
-        assert f'<td class="l">{trades[0]["ticket_id"]}</td>' in html
-    else:
-        assert "No dealer trades" in html
-    for value in ("bilancio_compat", "delta_total", "cash_accounting"):
-        assert value in html
+        ticket = data["trades"]["columns"].index("ticket_id")
+        assert [row[ticket] for row in data["trades"]["rows"]] == [e["ticket_id"] for e in trades]
+    kinds = {}
+    for event in output.events:
+        kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
+    assert data["event_kinds"] == kinds
+    assert data["params"] == orjson.loads(orjson.dumps(output.params.to_dict()))
+    assert [row[0] for row in data["balances"]["rows"]] == [b["agent_id"] for b in output.balances]
+    assert data["dealer_metrics"]["debt_to_money_ratio"] == 1.25
 
 
-def test_plot_handles_days_without_a_value_and_no_days(tmp_path, output):
+def test_pages_keep_days_without_a_value_and_runs_without_days(tmp_path, output):
     rows = [dict(r) for r in output.day_metrics]
     rows[1]["phi_t"] = None
     rows[1]["delta_t"] = float("nan")
     write_artifacts(SimulationOutput(output.params, output.scenario, [], [], rows, {}), tmp_path / "gap")
-    svg = _svgs((tmp_path / "gap/out/metrics.html").read_text())[0]
-    assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) >= 8  # phi and delta broken in two
+    day = page_data((tmp_path / "gap/out/metrics.html").read_text())["days"][1]
+    assert day["phi_t"] is None and day["delta_t"] is None  # NaN as "no value", as in metrics.json
     with open(tmp_path / "gap/out/metrics.csv", newline="") as f:
         second = list(csv.DictReader(f))[1]
     assert second["phi_t"] == "" and second["delta_t"] == ""
     write_artifacts(SimulationOutput(output.params, output.scenario, [], [], [], {}), tmp_path / "empty")
-    empty_html = (tmp_path / "empty/out/metrics.html").read_text()
-    assert "No day metrics" in empty_html and "No settlement steps" in empty_html and "No net debtors" in empty_html
+    empty = page_data((tmp_path / "empty/out/metrics.html").read_text())
+    assert empty["days"] == [] and empty["debtor_shares"] == [] and empty["intraday"] == []
+    assert page_data((tmp_path / "empty/run.html").read_text())["event_kinds"] == {}
     assert (tmp_path / "empty/out/metrics.csv").read_text().splitlines()[0].split(",") == list(DAY_METRIC_COLUMNS)
+
+
+def test_hostile_strings_stay_inside_the_data_block(tmp_path, output):
+    hostile = "</script><script>alert(1)</script><!--<img src=x onerror=alert(2)>"
+    scenario = dict(output.scenario, name=hostile)
+    events = [{"kind": "AgentDefaulted", "day": 1, "phase": "simulation", "agent": hostile, "trigger_contract": "</SCRIPT>", "shortfall": 5}]
+    rows = [dict(r, notes=hostile) for r in output.day_metrics]
+    write_artifacts(SimulationOutput(output.params, scenario, events, output.balances, rows, {"stop_reason": hostile}), tmp_path)
+    for page in ("out/metrics.html", "run.html"):
+        html = (tmp_path / page).read_text()
+        assert html.lower().count("<script") == 2 and html.lower().count("</script") == 2
+        assert "<img" not in html and "<!--" not in html
+        data = page_data(html)
+        assert data["summary"]["stop_reason"] == hostile
+        assert data["days"][0]["notes"] == hostile
+    assert page_data((tmp_path / "run.html").read_text())["defaults"]["rows"][0][1:3] == [hostile, "</SCRIPT>"]
 
 
 def test_read_run_artifacts_gives_back_what_was_written(run_dir, output):
@@ -475,6 +500,90 @@ def test_plain_yaml_writes_special_numbers_readably():
         plain_yaml.dump({"x": object()})
 
 
+# -- the fast paths give the general paths' bytes ------------------------------------------------
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from bilancio_pipeline.engine.artifacts import csv_text, events_jsonl_buffer  # noqa: E402
+
+_numbers = (
+    st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.floats(min_value=1e14, max_value=1e18)
+    | st.decimals(places=6, allow_nan=False)
+)
+_record_scalars = st.none() | st.booleans() | _numbers | st.text(max_size=12) | st.sampled_from(["H1", "", "yes", "a: b", "50%", "\u2028"])
+_record_keys = st.sampled_from(["id", "to", "amount", "alias", "due_day", "yes", "a: b", "%s", "", "1"]) | st.integers(0, 3)
+_odd_values = st.sampled_from([[], {}, [1, [2]], (3, 4), {"k": []}])
+
+
+@st.composite
+def _records(draw, depth=0):
+    """A list of mappings drawn from a few shared key orders, so that runs of equal shapes
+    (the fast path's case) and mixed shapes both occur; values are mostly scalars, sometimes a
+    nested record or a container the fast path must hand to the general emitter."""
+    shapes = draw(st.lists(st.lists(_record_keys, max_size=4, unique=True), min_size=1, max_size=3))
+    values = _record_scalars | (_records(depth + 1).map(lambda rows: rows[0]) if depth < 2 else _record_scalars)
+    if draw(st.booleans()):
+        values = values | _odd_values
+    return [{key: draw(values) for key in draw(st.sampled_from(shapes))} for _ in range(draw(st.integers(1, 8)))]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_records(), st.lists(_record_scalars, max_size=6), st.lists(_records(), max_size=3))
+def test_plain_yaml_records_path_writes_what_the_general_emitter_writes(records, scalars, nested):
+    data = {"items": records, "scalars": scalars, "deeper": {"lists": nested}}
+    assert plain_yaml.dump(data) == plain_yaml.dump(data, records=False)
+
+
+def test_plain_yaml_records_path_is_taken_for_a_scenario_and_matches():
+    scenario = generate(RunParams(n_agents=30, kappa=0.7, regime="active")).to_dict()
+    assert plain_yaml._records_text(scenario["initial_actions"], "- ", "  ") is not None  # the case it is for
+    assert plain_yaml.dump(scenario) == plain_yaml.dump(scenario, records=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False) | st.floats(min_value=-1e-3, max_value=1e-3), min_size=1, max_size=20))
+def test_number_texts_are_str_of_each_number_or_refused(values):
+    texts = plain_yaml.number_texts(values)
+    assert texts is None or texts == [str(v) for v in values]
+    if all(type(v) is int and abs(v) < 2**63 for v in values):
+        assert texts == [str(v) for v in values]
+
+
+_cells = st.none() | st.booleans() | _numbers | st.text(max_size=8) | st.sampled_from(["a,b", 'say "x"', "two\nlines", "cr\r", " pad ", "", "H1"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_cells, _cells, _cells), max_size=8), st.booleans())
+def test_csv_text_writes_what_the_csv_module_writes(cells, drop_a_key):
+    columns = ("a", "b", "c")
+    rows = [dict(zip(columns, row)) for row in cells]
+    if drop_a_key and rows:
+        del rows[0]["b"]  # a missing value: an empty cell
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([[row.get(c) for c in columns] for row in rows])
+    assert csv_text(rows, columns) == buffer.getvalue()
+
+
+_event_values = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=10) | st.sampled_from(["},{", "}\n{", "[", "]"])
+_events = st.lists(
+    st.fixed_dictionaries({"kind": st.sampled_from(["PhaseA", "PayableSettled"]), "day": st.integers(0, 9), "phase": st.just("simulation")}, optional={"x": _event_values, "items": st.lists(st.dictionaries(st.sampled_from(["a", "b"]), _event_values), max_size=3)}),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_events)
+def test_events_jsonl_is_one_orjson_dump_per_event(events):
+    expected = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+    assert bytes(events_jsonl_buffer(events)) == expected == events_jsonl(events)
+
+
 # -- with the real engine -----------------------------------------------------------------------
 
 
@@ -492,6 +601,6 @@ def test_artifacts_of_a_real_run_read_back_as_the_run_produced_them(tmp_path, re
     assert len(back.balances) == len(output.balances)
     assert back.scenario["cash_accounting"] == "conserving"
     assert back.scenario["balanced_dealer"]["mode"] == regime
-    html = (tmp_path / "run.html").read_text()
-    assert f"<h2>Defaults ({output.summary['n_defaults']})</h2>" in html
-    assert f"<h2>Trades ({output.summary['total_trades']})</h2>" in html
+    data = page_data((tmp_path / "run.html").read_text())
+    assert len(data["defaults"]["rows"]) == output.summary["n_defaults"]
+    assert len(data["trades"]["rows"]) == output.summary["total_trades"]

@@ -205,3 +205,44 @@ def test_a_firm_holding_its_own_debt_cannot_pay_itself_and_defaults():
     defaulted = [e for e in ledger.events if e["kind"] == "ObligationDefaulted"][0]
     assert (defaulted["amount_paid"], defaulted["shortfall"]) == (0, 20)
     assert ledger.cash[:2] == [0, 50]  # pro-rata recovery hands all 50 to the only other creditor
+
+
+def test_a_claim_bought_by_the_defaulter_is_reassigned_and_one_it_sold_is_not():
+    # H1 defaults on day 1 owing H3 100. It bought H2's debt (originally held by H4) and sold
+    # its claim on H4 to a dealer desk: only the claim it holds at the default is reassigned.
+    ledger, ix = make_ledger(
+        [0, 0, 0, 0], [("H1", "H3", 100, 1), ("H2", "H4", 50, 3), ("H4", "H1", 40, 3)],
+        desk_cash={"dealer_short": 0},
+    )
+    bought, sold = list(ledger.payables.values())[1:]
+    bought.holder = ix["H1"]
+    sold.holder = ix["dealer_short"]
+    ledger.day = 1
+    settle_due(ledger, 1, fail_fast=False)
+    reassigned = [e for e in ledger.events if e["kind"] == "ReceivableReassigned"]
+    assert [(e["debtor"], e["new_creditor"], e["old_payable"], e["amount"]) for e in reassigned] == [
+        ("H2", "H3", bought.cid, 50)]
+    assert not bought.live and sold.live and sold.holder == ix["dealer_short"]
+    assert sorted(ledger.receivables(ix["dealer_short"]), key=lambda p: p.serial) == [sold]
+
+
+def test_receivables_come_in_creation_order_whatever_the_order_of_purchase():
+    ledger, ix = make_ledger([0, 0, 0, 0], [("H2", "H3", 10, 5), ("H3", "H4", 20, 5), ("H4", "H2", 30, 5)])
+    first, second, third = ledger.payables.values()
+    for p in (third, first, second):  # H1 buys them in another order than they were created
+        p.holder = ix["H1"]
+    assert ledger.receivables(ix["H1"]) == [first, second, third]
+    assert ledger.receivables(ix["H3"]) == []
+
+
+def test_rollover_max_ignores_payables_written_off_before_it():
+    # H3's payable due day 9 is written off when H3 defaults on day 1, so the repaid payable
+    # rolls over to the latest *live* maturity (day 4) plus its distance.
+    ledger, ix = make_ledger([100, 0, 0], [("H1", "H2", 60, 1), ("H3", "H2", 5, 1), ("H3", "H2", 7, 9),
+                                           ("H2", "H1", 1, 4)])
+    ledger.day = 1
+    settled = settle_due(ledger, 1, fail_fast=False)
+    assert ledger.defaulted[ix["H3"]]
+    roll_over(ledger, 1, settled)
+    renewed = [p for p in ledger.payables.values() if p.debtor == ix["H1"]][0]
+    assert renewed.due == 4 + 1

@@ -11,9 +11,12 @@ DEFAULT_PORT = 3000
 
 def serve(host: str, port: int) -> None:
     """Replace this process with `dagster dev` (webserver + daemon) for our definitions."""
-    from bilancio_pipeline.defs.instance import apply_dagster_env, ensure_dagster_home
+    from bilancio_pipeline.defs.instance import apply_dagster_env, get_instance
 
-    home = ensure_dagster_home()
+    # Create the instance's tables here, once: the webserver and the daemon would otherwise both
+    # create them at the same moment on a fresh instance.
+    get_instance().dispose()
+    home = os.environ["DAGSTER_HOME"]
     apply_dagster_env()
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")
     if not dagster:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import yaml
+from filelock import FileLock
 
 from bilancio_pipeline.storage.config import bilancio_home
 
@@ -81,8 +82,9 @@ def ensure_dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or bilancio_home() / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config_file = home / "dagster.yaml"
-    if not config_file.exists():
-        config_file.write_text(yaml.safe_dump(instance_config(home), sort_keys=False))
+    with _first_use_lock(home):
+        if not config_file.exists():
+            config_file.write_text(yaml.safe_dump(instance_config(home), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -90,5 +92,13 @@ def ensure_dagster_home() -> Path:
 def get_instance():
     from dagster import DagsterInstance
 
-    ensure_dagster_home()
-    return DagsterInstance.get()
+    home = ensure_dagster_home()
+    # Dagster's SQLite run storage creates its tables without guarding against another process
+    # doing the same: two commands opening a fresh instance at once could fail with "table runs
+    # already exists". Opening under the lock makes the second wait for the first.
+    with _first_use_lock(home):
+        return DagsterInstance.get()
+
+
+def _first_use_lock(home: Path) -> FileLock:
+    return FileLock(home / ".bilancio-init.lock", timeout=120)

@@ -36,6 +36,20 @@ def _as_number(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _due_ids(created: list[dict[str, Any]]) -> tuple[set[Any], set[Any]]:
+    """The ids a due of the day is known by: compat (payable_id/pid, alias) and clean (also
+    contract_id when there is no payable id)."""
+    pids = [d.get("payable_id") or d.get("pid") for d in created]
+    aliases = {d.get("alias") for d in created}
+    compat_ids = aliases.union(pids)
+    compat_ids.discard(None)
+    if all(pids):  # usual case: only reassigned payables lack a payable id
+        return compat_ids, compat_ids
+    clean_ids = aliases.union([pid or d.get("contract_id") for pid, d in zip(pids, created)])
+    clean_ids.discard(None)
+    return compat_ids, clean_ids
+
+
 def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of metrics.csv (§5.2) plus the day-list summary (§5.3) with both delta variants.
 
@@ -62,31 +76,29 @@ def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> 
     one = Decimal(1)
     with localcontext(_CTX):
         for t in sorted(created_by_day):
-            outflow: dict[str, int] = defaultdict(int)
-            inflow: dict[str, int] = defaultdict(int)
+            created = created_by_day[t]
+            # net position per agent, debtors first then creditors, each in order of appearance
+            nets: dict[Any, int] = {}
             s_t = 0
-            compat_ids: set[Any] = set()
-            clean_ids: set[Any] = set()
-            for d in created_by_day[t]:
+            for d in created:
                 amount = int(d["amount"])
                 s_t += amount
-                outflow[d["debtor"]] += amount
-                inflow[d["creditor"]] += amount
-                # a due is known by payable_id/pid (clean: else contract_id) and by its alias
-                pid = d.get("payable_id") or d.get("pid")
-                alias = d.get("alias")
-                compat_ids.add(pid)
-                compat_ids.add(alias)
-                clean_ids.add(pid or d.get("contract_id"))
-                clean_ids.add(alias)
-            compat_ids.discard(None)
-            clean_ids.discard(None)
-            agents = list(dict.fromkeys([*outflow, *inflow]))
-            nets = {a: inflow.get(a, 0) - outflow.get(a, 0) for a in agents}
-            shortfalls = {a: max(0, -v) for a, v in nets.items()}
-            mbar = sum(shortfalls.values())
+                debtor = d["debtor"]
+                nets[debtor] = nets.get(debtor, 0) - amount
+            for d in created:
+                creditor = d["creditor"]
+                nets[creditor] = nets.get(creditor, 0) + int(d["amount"])
+            positive = []
+            mbar = n_debtors = 0
+            for v in nets.values():
+                if v > 0:
+                    positive.append(v)
+                elif v < 0:
+                    mbar -= v
+                    n_debtors += 1
+            compat_ids, clean_ids = _due_ids(created)
 
-            settled_today = settled_by_day.get(t, [])
+            settled_today = settled_by_day.get(t, ())
             num = num_clean = 0
             for e in settled_today:
                 pid = e.get("pid") or e.get("contract_id")
@@ -106,30 +118,39 @@ def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> 
                 delta_weighted += ds_t * delta_t
                 phi_clean_weighted += ds_t * (Decimal(num_clean) / ds_t)
 
-            # RTGS replay of the day's settlements (all of them, rolled-over ones included)
-            running: dict[str, int] = defaultdict(int)
-            positive_total = peak = gross = 0  # positive_total: sum of positive cumulative net outflows
+            # RTGS replay of the day's settlements (all of them, rolled-over ones included);
+            # positive_total is the sum of the positive cumulative net outflows
+            running: dict[Any, int] = {}
+            positive_total = peak = gross = 0
             steps = []
+            step = 0
             for e in settled_today:
                 amount = e["amount"]
                 if amount == 0:
                     continue
-                payer, payee = e["debtor"], e["creditor"]
-                before = running[payer]
-                running[payer] = before + amount
-                positive_total += max(before + amount, 0) - max(before, 0)
-                before = running[payee]
-                running[payee] = before - amount
-                positive_total += max(before - amount, 0) - max(before, 0)
+                payer = e["debtor"]
+                payee = e["creditor"]
+                before = running.get(payer, 0)
+                after = before + amount
+                running[payer] = after
+                positive_total += (after if after > 0 else 0) - (before if before > 0 else 0)
+                before = running.get(payee, 0)
+                after = before - amount
+                running[payee] = after
+                positive_total += (after if after > 0 else 0) - (before if before > 0 else 0)
                 gross += amount
                 if positive_total > peak:
                     peak = positive_total
-                steps.append({"day": t, "step": len(steps) + 1, "payer": payer, "payee": payee,
-                              "amount": amount, "P_prefix": positive_total})
-            positive = [v for v in nets.values() if v > 0]
+                step += 1
+                steps.append({"day": t, "step": step, "payer": payer, "payee": payee, "amount": amount,
+                              "P_prefix": positive_total})
             positive_sum = sum(positive)
-            hhi = sum((x / positive_sum) ** 2 for x in positive) if positive_sum else None
-            debtor_shares = {a: v / mbar for a, v in shortfalls.items()} if mbar else dict.fromkeys(shortfalls)
+            hhi = sum([(x / positive_sum) ** 2 for x in positive]) if positive_sum else None
+            # DS_t: each agent's shortfall max(0, -net) over Mbar_t
+            if mbar:
+                debtor_shares = [{"day": t, "agent": a, "DS_t": (-v if v < 0 else 0) / mbar} for a, v in nets.items()]
+            else:
+                debtor_shares = [{"day": t, "agent": a, "DS_t": None} for a in nets]
             g_t = max(0.0, mbar - money_int) if money_int is not None else None
             if g_t is not None:
                 max_g = g_t if max_g is None else max(max_g, g_t)
@@ -151,10 +172,10 @@ def compute_day_metrics(events: list[dict[str, Any]], money: Decimal | None) -> 
                 "phi_t": _as_number(phi_t),
                 "delta_t": _as_number(delta_t),
                 "HHIplus_t": hhi,
-                "n_debtors": sum(1 for v in nets.values() if v < 0),
+                "n_debtors": n_debtors,
                 "n_creditors": len(positive),
                 "notes": "; ".join(notes),
-                "_debtor_shares": [{"day": t, "agent": a, "DS_t": v} for a, v in debtor_shares.items()],
+                "_debtor_shares": debtor_shares,
                 "_intraday": steps,
             }
             rows.append(row)

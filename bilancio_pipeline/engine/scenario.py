@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
-from typing import Any
+from functools import lru_cache
+from math import isfinite
+from typing import Any, NamedTuple
 
 from bilancio_pipeline.engine.params import RunParams
 
@@ -36,8 +38,9 @@ def kappa_prior(kappa: Decimal) -> Decimal:
     return Decimal("0.05") + Decimal("0.15") * stress
 
 
-@dataclass(frozen=True)
-class PayableSpec:
+# Named tuples rather than frozen dataclasses: a run builds a few hundred of them and a frozen
+# dataclass's __init__ costs several times more.
+class PayableSpec(NamedTuple):
     debtor: int  # agent index
     creditor: int
     exact: Decimal  # amount before truncation (kept for scenario.yaml)
@@ -46,8 +49,7 @@ class PayableSpec:
     alias: str
 
 
-@dataclass(frozen=True)
-class MintSpec:
+class MintSpec(NamedTuple):
     to: int
     exact: Decimal
     amount: int
@@ -106,6 +108,8 @@ def draw_debt_sizes(n: int, concentration: float, q_total: Decimal, seed: int, m
 
 def _clamp_positive(amounts: list[Decimal], total: Decimal) -> list[Decimal]:
     """Keep every amount >= 0.01 while preserving the total (in practice it never binds)."""
+    if all(a >= MIN_AMOUNT for a in amounts) and sum(amounts) == total:
+        return list(amounts)  # what the steps below leave when nothing binds, without the passes
     adjusted = list(amounts)
     deficit = Decimal(0)
     for idx, amount in enumerate(adjusted):
@@ -153,6 +157,30 @@ def _apply_monotonicity(amounts: list[Decimal], monotonicity: float, rng: random
     return ordered
 
 
+class _Labels(NamedTuple):
+    """The text labels of an n-trader ring. A sweep reuses a few ring sizes, so they are
+    formatted once per size rather than once per run."""
+
+    ids: tuple[str, ...]  # H1..Hn
+    ring_aliases: tuple[str, ...]  # P_Hi_Hi+1, trader i's ring payable
+    cash_aliases: tuple[str, ...]  # LIQ_Hi
+    desk_aliases: tuple[tuple[str, ...], ...]  # trader i's payable to desk n + k is desk_aliases[i][k]
+    names: tuple[str, ...]  # Agent i, the display names of scenario.yaml
+
+
+@lru_cache(maxsize=8)
+def _labels(n: int) -> _Labels:
+    return _Labels(
+        ids=tuple(f"H{i + 1}" for i in range(n)),
+        ring_aliases=tuple(f"P_H{i + 1}_H{(i + 1) % n + 1}" for i in range(n)),
+        cash_aliases=tuple(f"LIQ_H{i + 1}" for i in range(n)),
+        desk_aliases=tuple(
+            tuple(f"P_H{i + 1}_{role}_{bucket}" for bucket in BUCKETS for role in ("vbt", "dealer")) for i in range(n)
+        ),
+        names=tuple(f"Agent {i + 1}" for i in range(n)),
+    )
+
+
 def due_days_for(n: int, days: int, mu: float) -> list[int]:
     """Lead/lag maturity kernel (§2.3); Python round() is round-half-even as in the original."""
     if days <= 1:
@@ -182,32 +210,36 @@ def generate(params: RunParams) -> Scenario:
         base_cash = (q_total * kappa) / Decimal(n)
         trader_cash = base_cash + additional_debt / Decimal(n)
 
-        agent_ids = [f"H{i + 1}" for i in range(n)]
+        labels = _labels(n)
+        agent_ids = list(labels.ids)
         for bucket in BUCKETS:
             agent_ids += [f"vbt_{bucket}", f"dealer_{bucket}"]
 
-        mints = [MintSpec(i, trader_cash, int(trader_cash), f"LIQ_H{i + 1}") for i in range(n)] if trader_cash > 0 else []
-        payables = [
-            PayableSpec(i, (i + 1) % n, sizes[i], int(sizes[i]), dues[i], f"P_H{i + 1}_H{(i + 1) % n + 1}")
-            for i in range(n)
-        ]
-        faces = {"vbt": [Decimal(0)] * 3, "dealer": [Decimal(0)] * 3}
+        cash_units = int(trader_cash)
+        cash_aliases = labels.cash_aliases
+        mints = [MintSpec(i, trader_cash, cash_units, cash_aliases[i]) for i in range(n)] if trader_cash > 0 else []
+        ring_aliases = labels.ring_aliases
+        payables = [PayableSpec(i, (i + 1) % n, sizes[i], int(sizes[i]), dues[i], ring_aliases[i]) for i in range(n)]
+        # each trader's share of its bucket, divided once for both desks
+        shares = [sizes[i] / bucket_totals[b] if bucket_totals[b] > 0 else None for i, b in enumerate(buckets)]
+        faces = {"vbt": [0] * 3, "dealer": [0] * 3}  # whole units: summing ints is exact and cheap
         for role, holdings, offset in (("vbt", vbt_holdings, 0), ("dealer", dealer_holdings, 1)):
-            for i in range(n):
-                b = buckets[i]
-                if bucket_totals[b] <= 0:
+            role_faces = faces[role]
+            for i, share in enumerate(shares):
+                if share is None:
                     continue
-                exact = holdings[b] * (sizes[i] / bucket_totals[b])
+                b = buckets[i]
+                exact = holdings[b] * share
                 if exact > MIN_AMOUNT:
-                    faces[role][b] += Decimal(int(exact))
-                    payables.append(
-                        PayableSpec(i, n + 2 * b + offset, exact, int(exact), dues[i], f"P_H{i + 1}_{role}_{BUCKETS[b]}")
-                    )
+                    amount = int(exact)
+                    role_faces[b] += amount
+                    desk = 2 * b + offset
+                    payables.append(PayableSpec(i, n + desk, exact, amount, dues[i], labels.desk_aliases[i][desk]))
         p_prior = kappa_prior(kappa)
         cash_ratio = Decimal(1) - p_prior
         for b, bucket in enumerate(BUCKETS):
             for role, offset in (("vbt", 0), ("dealer", 1)):
-                exact = faces[role][b] * cash_ratio
+                exact = Decimal(faces[role][b]) * cash_ratio
                 if exact > 0:
                     mints.append(MintSpec(n + 2 * b + offset, exact, int(exact), f"LIQ_{role}_{bucket}"))
 
@@ -228,22 +260,26 @@ def generate(params: RunParams) -> Scenario:
 
 
 def _plain(value: Decimal) -> float | int:
-    return int(value) if value == value.to_integral_value() else float(value)
+    as_float = float(value)
+    if as_float.is_integer() or not isfinite(as_float):
+        return int(value) if value == value.to_integral_value() else as_float
+    return as_float  # not whole as a float, so not whole as a Decimal: no exact test needed
 
 
 def scenario_document(s: Scenario) -> dict[str, Any]:
     p = s.params
     ids = s.agent_ids
     agents = [{"id": "CB", "kind": "central_bank", "name": "Central Bank"}]
-    agents += [{"id": ids[i], "kind": "household", "name": f"Agent {i + 1}"} for i in range(s.n_traders)]
+    agents += [{"id": ids[i], "kind": "household", "name": name} for i, name in enumerate(_labels(s.n_traders).names)]
     for bucket in BUCKETS:
         agents += [
             {"id": f"vbt_{bucket}", "kind": "household", "name": f"VBT ({bucket})"},
             {"id": f"dealer_{bucket}", "kind": "household", "name": f"Dealer ({bucket})"},
         ]
     n = s.n_traders
+    plain_cash = {v: _plain(v) for v in {m.exact for m in s.mints}}  # every trader mints the same: convert once
     actions: list[dict[str, Any]] = [
-        {"mint_cash": {"to": ids[m.to], "amount": _plain(m.exact), "alias": m.alias}} for m in s.mints if m.to < n
+        {"mint_cash": {"to": ids[m.to], "amount": plain_cash[m.exact], "alias": m.alias}} for m in s.mints if m.to < n
     ]
     actions += [
         {
@@ -259,7 +295,7 @@ def scenario_document(s: Scenario) -> dict[str, Any]:
         for ps in s.payables
     ]
     actions += [
-        {"mint_cash": {"to": ids[m.to], "amount": _plain(m.exact), "alias": m.alias}} for m in s.mints if m.to >= n
+        {"mint_cash": {"to": ids[m.to], "amount": plain_cash[m.exact], "alias": m.alias}} for m in s.mints if m.to >= n
     ]
     risk = {
         "enabled": True,

@@ -2,7 +2,8 @@
 
 Money is integer minor units held in plain lists indexed by agent; payables are small slotted
 objects kept in one insertion-ordered dict (the original's contract order matters for creditor
-weights, write-offs and reassignment) plus a per-due-day list in creation order.
+weights, write-offs and reassignment) plus a per-due-day list in creation order and per-debtor
+and per-holder indexes, so that a default touches only the defaulter's own contracts.
 
 Two behaviours of the original that MODEL.md does not spell out are reproduced: a firm holding
 its own payable (it bought the ticket back) cannot pay itself, so the payable defaults; and with
@@ -12,34 +13,67 @@ the day loop (stop_reason "default_fail_fast") so the metrics of the partial run
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal
 from operator import attrgetter
 from typing import Any, Callable
 
 from bilancio_pipeline.engine.scenario import Scenario
 
-_DECIMAL_CONTEXT = Context(prec=28)
-_due_of = attrgetter("due")
+_DECIMAL_CONTEXT = Context(prec=28)  # used through its methods: independent of the caller's context
+
+
+# Contract ids by serial, formatted once per process: a run creates hundreds of payables and
+# every run numbers them from 1, so the same strings come back run after run. The list is
+# replaced, never changed in place, so a reader in another thread always sees a whole one.
+_CIDS: list[str] = []
+_CIDS_MAX = 1 << 17  # serials beyond this (very long runs) are formatted each time
+
+
+def _contract_id(serial: int) -> str:
+    global _CIDS
+    try:
+        return _CIDS[serial]
+    except IndexError:
+        if serial >= _CIDS_MAX:
+            return "PAY_%06d" % serial
+        _CIDS = ["PAY_%06d" % i for i in range(min(2 * serial + 1024, _CIDS_MAX))]
+        return _CIDS[serial]
 
 
 class Payable:
-    __slots__ = ("serial", "cid", "debtor", "creditor", "holder", "amount", "due", "dist", "alias", "live")
+    __slots__ = ("serial", "cid", "debtor", "creditor", "_holder", "amount", "due", "dist", "alias", "live", "_held_by")
 
-    def __init__(self, serial: int, debtor: int, creditor: int, amount: int, due: int, dist: int, alias: str | None):
+    def __init__(self, serial: int, debtor: int, creditor: int, amount: int, due: int, dist: int, alias: str | None,
+                 held_by: dict[int, set[int]] | None = None):
         self.serial = serial
-        self.cid = "PAY_%06d" % serial
+        self.cid = _contract_id(serial)
         self.debtor = debtor
         self.creditor = creditor  # original creditor (the asset holder of record; rollover goes to it)
-        self.holder = creditor  # current holder (changes when the claim is sold)
+        self._holder = creditor  # current holder (changes when the claim is sold)
         self.amount = amount
         self.due = due
         self.dist = dist  # maturity distance, kept through rollover and reassignment
         self.alias = alias
         self.live = True
+        self._held_by = held_by  # the ledger's serials per holder, kept in step by the holder setter
+
+    # The holder is a property so that every sale (the dealer, or a test, assigning p.holder)
+    # keeps the ledger's per-holder index right; the getter is a C attrgetter, nearly as fast
+    # as a plain slot.
+    holder = property(attrgetter("_holder"))
+
+    @holder.setter
+    def holder(self, agent: int) -> None:
+        index = self._held_by
+        if index is not None and self.live:
+            index[self._holder].discard(self.serial)
+            index[agent].add(self.serial)
+        self._holder = agent
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the day loop reads these attributes thousands of times a run
 class Ledger:
     """Balance sheets of one run: cash per agent, live payables, defaults, and the event log."""
 
@@ -49,10 +83,13 @@ class Ledger:
     cash: list[int]
     defaulted: list[bool]
     payables: dict[int, Payable] = field(default_factory=dict)
-    by_due: dict[int, list[Payable]] = field(default_factory=dict)
-    # live payables per debtor, in creation order like `payables`: a default looks up the
-    # defaulter's liabilities twice, which would otherwise scan every live payable
-    by_debtor: dict[int, dict[int, Payable]] = field(default_factory=dict)
+    by_due: defaultdict[int, list[Payable]] = field(default_factory=lambda: defaultdict(list))
+    # live payables per debtor (by serial) and the serials per current holder: a default looks up
+    # the defaulter's liabilities and receivables, which would otherwise scan every live payable.
+    # The holder index keeps serials, not payables, so payables and ledger form no reference
+    # cycle and a finished run is freed at once.
+    by_debtor: defaultdict[int, dict[int, Payable]] = field(default_factory=lambda: defaultdict(dict))
+    by_holder: defaultdict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
     events: list[dict[str, Any]] = field(default_factory=list)
     day: int = 0
     next_serial: int = 1
@@ -62,36 +99,55 @@ class Ledger:
     # settlement observations for the dealer's belief tracker: (day, issuer, defaulted)
     history: list[tuple[int, int, bool]] = field(default_factory=list)
     new_payables: list[Payable] = field(default_factory=list)  # created since the dealer last looked
-    track_new: bool = True  # only the active regime's dealer reads new_payables
+    # only the active regime's dealer reads new_payables and history: without it neither is kept
+    track_new: bool = True
 
     def add_payable(self, debtor: int, creditor: int, amount: int, due: int, dist: int, alias: str | None) -> Payable:
         serial = self.next_serial
-        p = Payable(serial, debtor, creditor, amount, due, dist, alias)
         self.next_serial = serial + 1
+        p = Payable(serial, debtor, creditor, amount, due, dist, alias, self.by_holder)
         self.payables[serial] = p
-        owed = self.by_debtor.get(debtor)
-        if owed is None:
-            self.by_debtor[debtor] = {serial: p}
-        else:
-            owed[serial] = p
-        bucket = self.by_due.get(due)
-        if bucket is None:
-            self.by_due[due] = [p]
-        else:
-            bucket.append(p)
+        self.by_debtor[debtor][serial] = p
+        self.by_holder[creditor].add(serial)
+        self.by_due[due].append(p)
         if self.track_new:
             self.new_payables.append(p)
         return p
 
     def remove(self, p: Payable) -> None:
         p.live = False
-        del self.payables[p.serial]
-        del self.by_debtor[p.debtor][p.serial]
+        serial = p.serial
+        del self.payables[serial]
+        del self.by_debtor[p.debtor][serial]
+        self.by_holder[p._holder].remove(serial)
 
     def liabilities(self, agent: int) -> list[Payable]:
         """The agent's live payables in creation order."""
         owed = self.by_debtor.get(agent)
         return list(owed.values()) if owed else []
+
+    def receivables(self, agent: int) -> list[Payable]:
+        """The live payables the agent holds, in creation order (serials are issued in that order)."""
+        held = self.by_holder.get(agent)
+        if not held:
+            return []
+        payables = self.payables
+        return [payables[serial] for serial in sorted(held)]
+
+    def latest_due(self, t: int) -> int:
+        """max(t, latest due day of a live payable), the MAX of the rollover rule.
+
+        Every live payable due after t is still in its by_due list (a day's list is taken only
+        when that day is settled), so walking the few due days after t, newest first, gives the
+        same answer as looking at every live payable."""
+        by_due = self.by_due
+        for day in sorted(by_due, reverse=True):
+            if day <= t:
+                break
+            for p in by_due[day]:
+                if p.live:
+                    return day
+        return t
 
     def log(self, kind: str, **fields: Any) -> None:
         fields["kind"] = kind
@@ -115,20 +171,21 @@ def build_ledger(scenario: Scenario) -> Ledger:
     for m in scenario.mints:
         if m.to < n:
             mint(m)
-    for spec in scenario.payables:
-        p = ledger.add_payable(spec.debtor, spec.creditor, spec.amount, spec.due_day, spec.due_day, spec.alias)
+    add = ledger.add_payable
+    for debtor, creditor, _, amount, due_day, alias in scenario.payables:
+        p = add(debtor, creditor, amount, due_day, due_day, alias)
         events.append(
             {
                 "kind": "PayableCreated",
                 "day": 0,
                 "phase": "setup",
-                "debtor": ids[spec.debtor],
-                "creditor": ids[spec.creditor],
-                "amount": spec.amount,
-                "due_day": spec.due_day,
-                "maturity_distance": spec.due_day,
+                "debtor": ids[debtor],
+                "creditor": ids[creditor],
+                "amount": amount,
+                "due_day": due_day,
+                "maturity_distance": due_day,
                 "payable_id": p.cid,
-                "alias": spec.alias,
+                "alias": alias,
             }
         )
     for m in scenario.mints:
@@ -193,49 +250,54 @@ def settle_due(ledger: Ledger, t: int, *, fail_fast: bool) -> list[tuple[int, in
     ids = ledger.ids
     defaulted = ledger.defaulted
     history = ledger.history
+    track = ledger.track_new
     events = ledger.events
     settled: list[tuple[int, int, int, int]] = []
     for p in due:
-        if not p.live or defaulted[p.debtor]:
-            continue
         debtor = p.debtor
+        if not p.live or defaulted[debtor]:
+            continue
         amount = p.amount
+        holder = p.holder
         available = cash[debtor]
-        if p.holder == debtor and amount > 0:
+        if holder == debtor and amount > 0:
             # A firm that bought back its own debt: the original's cash transfer to oneself is
             # refused, so nothing is paid and the payable defaults.
             available = 0
         if available >= amount:
             cash[debtor] = available - amount
-            cash[p.holder] += amount
+            cash[holder] += amount
             ledger.remove(p)
+            cid = p.cid
             events.append(
                 {
                     "kind": "PayableSettled",
                     "day": t,
                     "phase": "simulation",
-                    "pid": p.cid,
-                    "contract_id": p.cid,
+                    "pid": cid,
+                    "contract_id": cid,
                     "alias": p.alias,
                     "debtor": ids[debtor],
-                    "creditor": ids[p.holder],
+                    "creditor": ids[holder],
                     "amount": amount,
                 }
             )
-            ledger.settled_today += 1
-            history.append((t, debtor, False))
+            if track:
+                history.append((t, debtor, False))
             settled.append((debtor, p.creditor, amount, p.dist))
             continue
         if fail_fast:
-            ledger.log("ObligationDefaulted", contract_id=p.cid, alias=p.alias, debtor=ids[debtor], creditor=ids[p.holder],
+            ledger.settled_today += len(settled)
+            ledger.log("ObligationDefaulted", contract_id=p.cid, alias=p.alias, debtor=ids[debtor], creditor=ids[holder],
                        shortfall=amount - available, amount_paid=0, original_amount=amount, amount=amount - available)
             ledger.defaults_today += 1
             return None
         # Default: the partial payment stays with the holder (no rollback in expel mode).
         paid = available
         cash[debtor] -= paid
-        cash[p.holder] += paid
+        cash[holder] += paid
         default_payable(ledger, p, paid, t)
+    ledger.settled_today += len(settled)
     return settled
 
 
@@ -252,21 +314,26 @@ def default_payable(ledger: Ledger, p: Payable, paid: int, t: int) -> None:
     weights = creditor_weights(ledger, debtor)  # includes the defaulting payable at full amount
     ledger.remove(p)
     expel(ledger, debtor, p, shortfall)
-    ledger.history.append((t, debtor, True))
+    if ledger.track_new:
+        ledger.history.append((t, debtor, True))
     reassign_receivables(ledger, debtor, weights, t)
 
 
 def creditor_weights(ledger: Ledger, agent: int) -> dict[int, Decimal]:
     """Share of the agent's outstanding liabilities owed to each current holder (sums to 1)."""
+    owed = ledger.by_debtor.get(agent)
+    if not owed:
+        return {}
     claims: dict[int, int] = {}
-    for p in ledger.liabilities(agent):
-        claims[p.holder] = claims.get(p.holder, 0) + p.amount
+    for p in owed.values():
+        holder = p.holder
+        claims[holder] = claims.get(holder, 0) + p.amount
     total = sum(claims.values())
     if total <= 0:
         return {}
-    with localcontext(_DECIMAL_CONTEXT):
-        dtotal = Decimal(total)
-        return {holder: Decimal(amount) / dtotal for holder, amount in claims.items()}
+    divide = _DECIMAL_CONTEXT.divide
+    dtotal = Decimal(total)
+    return {holder: divide(Decimal(amount), dtotal) for holder, amount in claims.items()}
 
 
 def expel(ledger: Ledger, agent: int, trigger: Payable, shortfall: int) -> None:
@@ -280,11 +347,13 @@ def expel(ledger: Ledger, agent: int, trigger: Payable, shortfall: int) -> None:
     liquid = ledger.cash[agent]
     if liquid > 0 and liabilities:
         pro_rata_recovery(ledger, agent, liabilities, liquid)
+    events = ledger.events
     for p in liabilities:
-        ledger.log("ObligationWrittenOff", contract_id=p.cid, alias=p.alias, debtor=ids[agent], creditor=ids[p.creditor],
-                   contract_kind="payable", amount=p.amount, due_day=p.due)
-        ledger.defaults_today += 1
+        events.append({"contract_id": p.cid, "alias": p.alias, "debtor": ids[agent], "creditor": ids[p.creditor],
+                       "contract_kind": "payable", "amount": p.amount, "due_day": p.due,
+                       "kind": "ObligationWrittenOff", "day": ledger.day, "phase": "simulation"})
         ledger.remove(p)
+    ledger.defaults_today += len(liabilities)
 
 
 def pro_rata_recovery(ledger: Ledger, agent: int, liabilities: list[Payable], liquid: int) -> None:
@@ -310,9 +379,7 @@ def pro_rata_recovery(ledger: Ledger, agent: int, liabilities: list[Payable], li
 def reassign_receivables(ledger: Ledger, agent: int, weights: dict[int, Decimal], t: int) -> None:
     """Payables owed to the defaulter are re-issued to its creditors pro rata (§3.1 step 4.6)."""
     defaulted = ledger.defaulted
-    receivables = [
-        p for p in ledger.payables.values() if p.holder == agent and p.debtor != agent and not defaulted[p.debtor]
-    ]
+    receivables = [p for p in ledger.receivables(agent) if p.debtor != agent and not defaulted[p.debtor]]
     if not receivables:
         return
     if not weights:
@@ -321,6 +388,9 @@ def reassign_receivables(ledger: Ledger, agent: int, weights: dict[int, Decimal]
         return
     ids = ledger.ids
     sole = next(iter(weights)) if len(weights) == 1 else None
+    multiply = _DECIMAL_CONTEXT.multiply
+    events = ledger.events
+    day = ledger.day
     for r in receivables:
         debtor = r.debtor
         if sole == debtor:
@@ -329,24 +399,25 @@ def reassign_receivables(ledger: Ledger, agent: int, weights: dict[int, Decimal]
             continue
         ledger.remove(r)
         new_due = t + r.dist
-        with localcontext(_DECIMAL_CONTEXT):
-            original = Decimal(r.amount)
-            amounts = [(creditor, int(original * w), w) for creditor, w in weights.items() if creditor != debtor]
+        original = Decimal(r.amount)
+        amounts = [(creditor, int(multiply(original, w)), w) for creditor, w in weights.items() if creditor != debtor]
         for creditor, amount, w in amounts:
             if amount < 1:
                 continue
             p = ledger.add_payable(debtor, creditor, amount, new_due, r.dist, None)
-            ledger.log("ReceivableReassigned", defaulted_agent=ids[agent], debtor=ids[debtor], new_creditor=ids[creditor],
-                       old_payable=r.cid, new_payable=p.cid, amount=amount, weight=float(w), maturity_distance=r.dist,
-                       new_due_day=new_due)
-            ledger.log("PayableCreated", contract_id=p.cid, debtor=ids[debtor], creditor=ids[creditor], amount=amount,
-                       due_day=new_due, maturity_distance=r.dist, reason="receivable_reassignment")
+            # the two events of each new claim, keys in the order ledger.log gives them
+            events.append({"defaulted_agent": ids[agent], "debtor": ids[debtor], "new_creditor": ids[creditor],
+                           "old_payable": r.cid, "new_payable": p.cid, "amount": amount, "weight": float(w),
+                           "maturity_distance": r.dist, "new_due_day": new_due,
+                           "kind": "ReceivableReassigned", "day": day, "phase": "simulation"})
+            events.append({"contract_id": p.cid, "debtor": ids[debtor], "creditor": ids[creditor], "amount": amount,
+                           "due_day": new_due, "maturity_distance": r.dist, "reason": "receivable_reassignment",
+                           "kind": "PayableCreated", "day": day, "phase": "simulation"})
 
 
 def roll_over(ledger: Ledger, t: int, settled: list[tuple[int, int, int, int]]) -> None:
     """Re-issue each repaid payable to its original creditor, due MAX + ΔT (Model C cash rule)."""
-    payables = ledger.payables
-    max_due = max(t, max(map(_due_of, payables.values()), default=t))  # map: ~2x a generator, runs daily
+    max_due = ledger.latest_due(t)
     n = ledger.n_traders
     cash = ledger.cash
     defaulted = ledger.defaulted
@@ -359,7 +430,7 @@ def roll_over(ledger: Ledger, t: int, settled: list[tuple[int, int, int, int]]) 
         new_due = max_due + dist
         p = add(debtor, creditor, amount, new_due, dist, None)
         if creditor >= n:  # vbt/dealer creditors lend the amount again, as far as their cash goes
-            moved = min(amount, cash[creditor])
+            moved = amount if amount <= cash[creditor] else cash[creditor]
             cash[creditor] -= moved
             cash[debtor] += moved
             if moved != amount:
