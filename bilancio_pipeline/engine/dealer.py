@@ -395,7 +395,6 @@ class DealerMarket:
 
     # ---------------------------------------------------------------- one day
     def trading_phase(self, ledger: Ledger, day: int) -> None:
-        n = self.n
         for tr in self.traders:
             tr.cash = Decimal(ledger.cash[tr.agent])
         for desk in self.dealers + self.vbts:

@@ -33,11 +33,10 @@ import httpx
 import orjson
 import tenacity
 from postgrest.types import CountMethod, ReturnMethod
-from sqlalchemy import Boolean, DateTime, Float, Integer, String
-from sqlalchemy.dialects import postgresql
 from supabase import ClientOptions, create_client
 
 from bilancio_pipeline.storage import schema
+from bilancio_pipeline.storage.values import column_kind, list_of, to_bool, to_utc
 from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -118,13 +117,7 @@ def _json_document(value: Any) -> Any:
 
 
 def _utc_text(value: Any) -> str:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:  # the store's contract is UTC: a naive value is read as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
+    return to_utc(value).isoformat()
 
 
 def _float_value(value: Any) -> float | str | None:
@@ -148,38 +141,12 @@ def _int_value(value: Any) -> int:
     return operator.index(value)
 
 
-def _bool_value(value: Any) -> bool:
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return bool(value)
-    raise TypeError(f"expected true or false, got {value!r}")
-
-
 def _text_value(value: Any) -> str:
     if isinstance(value, Enum):
         value = value.value
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
     return value
-
-
-def _list_value(item: Callable[[Any], Any]) -> Callable[[Any], list]:
-    def convert(value: Any) -> list:
-        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        return [item(v) for v in value]
-
-    return convert
-
-
-def _kind(column) -> str:
-    """What a column holds, read from its Postgres form (the one PostgREST serves)."""
-    impl = column.type.dialect_impl(postgresql.dialect())
-    if isinstance(impl, postgresql.ARRAY):
-        return "float_list" if isinstance(impl.item_type, Float) else "int_list"
-    for sql_type, kind in ((DateTime, "timestamp"), (Boolean, "bool"), (Float, "float"), (Integer, "int"), (String, "text")):
-        if isinstance(impl, sql_type):
-            return kind
-    return "json"
 
 
 def _parse_timestamp(value: Any) -> datetime | None:
@@ -206,14 +173,14 @@ _KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "timestamp": (_utc_text, _parse_timestamp),
     "float": (_float_value, float),  # float("Infinity") reads float8's text back
     "int": (_int_value, int),
-    "bool": (_bool_value, bool),
+    "bool": (to_bool, bool),
     "text": (_text_value, _identity),
-    "float_list": (_list_value(_float_value), lambda v: [None if x is None else float(x) for x in v]),
-    "int_list": (_list_value(_int_value), lambda v: [None if x is None else int(x) for x in v]),
+    "float_list": (list_of(_float_value), lambda v: [None if x is None else float(x) for x in v]),
+    "int_list": (list_of(_int_value), lambda v: [None if x is None else int(x) for x in v]),
     "json": (_json_document, _identity),
 }
 _COLUMN_KINDS: dict[str, dict[str, str]] = {
-    name: {c.name: _kind(c) for c in table.columns} for name, table in schema.TABLES.items()
+    name: {c.name: column_kind(c) for c in table.columns} for name, table in schema.TABLES.items()
 }
 _COLUMN_KINDS[RUN_RESULTS] = {
     name: _COLUMN_KINDS["runs"].get(name) or _COLUMN_KINDS["metrics"][name] for name in schema.RUN_RESULTS_COLUMNS

@@ -25,13 +25,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
     Column,
-    DateTime,
-    Float,
-    Integer,
     MetaData,
     Table,
     bindparam,
@@ -52,6 +46,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from bilancio_pipeline.storage import schema
 from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
+from bilancio_pipeline.storage.values import column_kind, list_of, to_bool, to_utc
 
 CHUNK_ROWS = 2_000  # rows per executemany call; the driver pages these into multi-row statements
 COPY_MIN_ROWS = 200  # from this many rows on, PostgreSQL upserts go through COPY (storage.pg_copy)
@@ -87,15 +82,6 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(_UTC)
 
 
-def _to_utc(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if not isinstance(value, dt.datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    # Naive datetimes are taken as UTC: that is what the store hands out.
-    return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
-
-
 def _to_float(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value  # SQLite stores NaN as NULL: do so everywhere
@@ -119,12 +105,6 @@ def _to_int(value: Any) -> int | None:
     return operator.index(value)
 
 
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return bool(value)
-    raise TypeError(f"expected true or false, got {value!r}")
-
-
 def _to_text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
@@ -140,52 +120,20 @@ def _to_json(value: Any) -> Any:
         raise TypeError(f"not JSON: {problem}") from None
 
 
-def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], list]:
-    def to_list(value: Any) -> list:
-        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        return [convert(v) for v in value]
-
-    return to_list
-
-
-def _kind(column: Column) -> str:
-    """What a column holds, whatever the dialect variant."""
-    col_type = column.type
-    variant = col_type._variant_mapping.get("postgresql") if hasattr(col_type, "_variant_mapping") else None
-    if isinstance(variant, postgresql.ARRAY):
-        return "int_list" if isinstance(variant.item_type, (Integer, BigInteger)) else "float_list"
-    if isinstance(col_type, JSON) or isinstance(variant, postgresql.JSONB):
-        return "json"
-    if isinstance(col_type, DateTime):
-        return "timestamp"
-    if isinstance(col_type, Boolean):
-        return "bool"
-    if isinstance(col_type, Float):
-        return "float"
-    if isinstance(col_type, (Integer, BigInteger)):
-        return "int"
-    return "text"
-
-
 _WRITERS: dict[str, Callable[[Any], Any] | None] = {
-    "timestamp": _to_utc,
+    "timestamp": to_utc,
     "float": _to_float,
     "int": _to_int,
-    "bool": _to_bool,
-    "float_list": _list_of(_finite_float),
-    "int_list": _list_of(operator.index),
+    "bool": to_bool,
+    "float_list": list_of(_finite_float),
+    "int_list": list_of(operator.index),
     "json": _to_json,
     "text": _to_text,
 }
 
 
-def _aware_utc(v: dt.datetime) -> dt.datetime:
-    return v.replace(tzinfo=_UTC) if v.tzinfo is None else v.astimezone(_UTC)
-
-
 _READERS: dict[str, Callable[[Any], Any] | None] = {
-    "timestamp": _aware_utc,
+    "timestamp": to_utc,
     "float_list": lambda v: [float(x) for x in v],
     "int_list": lambda v: [int(x) for x in v],
 }
@@ -197,7 +145,7 @@ class _TableInfo:
     def __init__(self, table: Table):
         self.table = table
         self.name = table.name
-        self.kinds = {c.name: _kind(c) for c in table.columns}
+        self.kinds = {c.name: column_kind(c) for c in table.columns}
         self.writers = {n: _WRITERS[k] for n, k in self.kinds.items() if _WRITERS[k]}
         self.readers = {n: _READERS[k] for n, k in self.kinds.items() if k in _READERS}
         self.key = schema.CONFLICT_KEYS.get(table.name, ())
