@@ -42,6 +42,8 @@ def sweep_options(fn):
         click.option("--job-id", default="", help="repeat a job id to resume that sweep"),
         click.option("--executor", type=click.Choice(["local", "modal"]), default=None,
                      help="default: BILANCIO_EXECUTOR, else local"),
+        click.option("--artifact-policy", type=click.Choice(["all", "summary", "none"]), default="all",
+                     show_default=True, help="files each run keeps: summary drops the event log, none keeps no files"),
         click.option("--batch-size", type=click.IntRange(1), default=None, help="runs per Dagster run"),
     ]
     for option in reversed(options):

@@ -30,6 +30,12 @@ class Executor(str, Enum):
     modal = "modal"
 
 
+class ArtifactPolicy(str, Enum):
+    all = "all"  # scenario, event log, CSVs and run pages
+    summary = "summary"  # everything but the event log (the largest file)
+    none = "none"  # no files; the store rows only
+
+
 class SweepConfig(dg.Config):
     sweep_type: SweepType = Field(SweepType.balanced, description="balanced: passive/active pairs; ring: one regime")
     n_agents: int = Field(50, description="traders in the ring (>= 2)")
@@ -44,6 +50,8 @@ class SweepConfig(dg.Config):
     description: str = Field("", description="what this sweep is for")
     job_id: str = Field("", description="leave empty for a new readable id; repeat one to resume that sweep")
     executor: Executor = Field(Executor.local, description="where the simulations run")
+    artifact_policy: ArtifactPolicy = Field(
+        ArtifactPolicy.all, description="files each run keeps: all, summary (no event log) or none")
 
     def to_spec(self) -> SweepSpec:
         return SweepSpec(
@@ -51,5 +59,5 @@ class SweepConfig(dg.Config):
             kappas=tuple(self.kappas), concentrations=tuple(self.concentrations), mus=tuple(self.mus),
             outside_mid_ratios=tuple(self.outside_mid_ratios), seeds=tuple(self.seeds), regime=self.regime.value,
             cash_accounting=self.cash_accounting.value, description=self.description, job_id=self.job_id,
-            executor=self.executor.value,
+            executor=self.executor.value, artifact_policy=self.artifact_policy.value,
         )

@@ -28,6 +28,10 @@ import yaml
 from bilancio_pipeline.engine import plain_yaml
 from bilancio_pipeline.engine.output import SimulationOutput
 from bilancio_pipeline.engine.run_report import json_default as _json_default
+
+# What a run keeps, chosen per sweep: every file, every file but the event log (the largest),
+# or no files at all (its rows in the store remain).
+ARTIFACT_POLICIES = ("all", "summary", "none")
 from bilancio_pipeline.engine.run_report import render_metrics_html, render_run_html
 
 # artifact name -> path relative to the run folder (names as the original system's results use)

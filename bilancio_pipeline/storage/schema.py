@@ -71,6 +71,7 @@ jobs = Table(
     Column("started_at", Timestamp),
     Column("completed_at", Timestamp),
     Column("updated_at", Timestamp, nullable=False),
+    Column("artifact_policy", Text, nullable=False, server_default="all"),  # all, summary or none
     _status_check("status", JOB_STATUSES, "jobs_status_check"),
 )
 

@@ -32,8 +32,9 @@ def _provenance() -> dict[str, Any]:
 
 
 def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
-    # What must match for a re-launch to be the same sweep (description and executor may change).
-    return {k: v for k, v in spec.items() if k not in ("description", "executor")}
+    # What must match for a re-launch to be the same sweep (description, executor and the
+    # artifact policy may change: none of them changes a run's results).
+    return {k: v for k, v in spec.items() if k not in ("description", "executor", "artifact_policy")}
 
 
 def register_sweep(store: Store, spec: SweepSpec, planned: Sequence[PlannedRun]) -> list[str]:
@@ -55,12 +56,15 @@ def register_sweep(store: Store, spec: SweepSpec, planned: Sequence[PlannedRun])
             "kappas": list(spec.kappas), "concentrations": list(spec.concentrations), "mus": list(spec.mus),
             "outside_mid_ratios": list(spec.outside_mid_ratios), "seeds": list(spec.seeds),
             "cash_accounting": spec.cash_accounting, "executor": spec.executor, "cloud": spec.executor == "modal",
+            "artifact_policy": spec.artifact_policy,
             "spec": spec_dict, "provenance": _provenance(), "total_runs": len(planned),
             "created_at": stamp,
         })
         store.log_event(spec.job_id, "created", {"spec": spec_dict, "total_runs": len(planned)})
         done: set[str] = set()
     else:
+        if existing.get("artifact_policy") != spec.artifact_policy:  # the runs still to do follow the new one
+            store.update_job(spec.job_id, artifact_policy=spec.artifact_policy)
         done = store.completed_run_ids(spec.job_id)
     todo = [p for p in planned if p.run_id not in done]
     known = {r["run_id"]: r["status"] for r in store.list_runs(spec.job_id)}

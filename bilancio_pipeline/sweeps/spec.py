@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bilancio_pipeline.engine.artifacts import ARTIFACT_POLICIES
 from bilancio_pipeline.engine.params import CASH_ACCOUNTINGS, InvalidParameter, RunParams
 
 SWEEP_TYPES = ("balanced", "ring")
@@ -50,6 +51,7 @@ class SweepSpec:
     description: str = ""
     job_id: str = ""
     executor: str = "local"
+    artifact_policy: str = "all"  # not a run parameter: it never changes a run id
     extra: dict[str, Any] = field(default_factory=dict)  # further RunParams fields, e.g. q_total
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +122,8 @@ def validate(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
         raise SpecError("cash_accounting", f"{spec.cash_accounting!r} must be one of {', '.join(CASH_ACCOUNTINGS)}")
     if spec.executor not in ("local", "modal"):
         raise SpecError("executor", f"{spec.executor!r} must be local or modal")
+    if spec.artifact_policy not in ARTIFACT_POLICIES:
+        raise SpecError("artifact_policy", f"{spec.artifact_policy!r} must be one of {', '.join(ARTIFACT_POLICIES)}")
     lists = {
         "kappas": _as_list("kappas", spec.kappas, float),
         "concentrations": _as_list("concentrations", spec.concentrations, float),
