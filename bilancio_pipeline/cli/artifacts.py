@@ -38,7 +38,7 @@ def command():
 @command.command("download")
 @click.argument("job_id")
 @click.option("--run", "run_id", default="all", show_default=True, help="One run's id, or all.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write into [default: ./<JOB_ID>].")
 @friendly_errors
 def download(job_id, run_id, out_dir):
