@@ -8,14 +8,21 @@ JSON output (stable keys):
   jobs runs     [{every run_results column: run_id, job_id, status, regime, parameters…, metrics…}]
   jobs metrics  {job_id, job_metrics: {…} | null, computed: {…}, pairs: [{kappa, concentration,
                  mu, outside_mid_ratio, seed, delta_passive, delta_active, trading_effect, …}]}
+
+`jobs list` and `jobs show` are the original's names for `ls` and `get`. `--cloud` (accepted by
+every jobs command) insists on the cloud store: the command refuses to fall back to the local
+SQLite file when no Supabase store is configured.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
 import click
 
 from bilancio_pipeline.cli import output
-from bilancio_pipeline.cli.errors import friendly_errors, open_store
+from bilancio_pipeline.cli.errors import CommandError, friendly_errors, open_store
 from bilancio_pipeline.cli.results import (
     PAIR_COLUMNS,
     duration_seconds,
@@ -41,7 +48,11 @@ GET_KEYS = ("job_id", "status", "sweep_type", "description", "created_at", "star
             "duration", "error", "executor", "cloud", "n_agents", "maturity_days", "kappas", "concentrations",
             "mus", "outside_mid_ratios", "seeds", "cash_accounting", "total_runs", "completed_runs",
             "failed_runs", "notes")
-JOB_METRICS_KEYS = tuple(c.name for c in schema.job_metrics.c if c.name not in ("job_id", "raw_summary"))
+_CI = ("trading_effect_ci_low", "trading_effect_ci_high")
+# the interval right after the mean it belongs to
+JOB_METRICS_KEYS = tuple(k for c in schema.job_metrics.c if c.name not in ("job_id", "raw_summary", *_CI)
+                         for k in ((c.name, *_CI) if c.name == "mean_trading_effect" else (c.name,)))
+DECOMPOSED = ("delta_passive", "delta_active", "trading_effect")
 
 
 @click.group("jobs")
@@ -49,7 +60,34 @@ def command():
     """List sweeps (jobs) and show one job's spec, runs and metrics."""
 
 
+def cloud_option(fn):
+    """`--cloud`: read the cloud store (Supabase REST or Postgres), never the local default."""
+
+    @click.option("--cloud", is_flag=True, help="Require the cloud store (Supabase); fail if none is configured.")
+    @functools.wraps(fn)
+    def wrapper(*args, cloud, **kwargs):
+        if cloud:
+            require_cloud_store()
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def require_cloud_store() -> None:
+    env = os.environ.get
+    db_url = env("BILANCIO_SUPABASE_DB_URL") or ""
+    if env("BILANCIO_SUPABASE_URL") and env("BILANCIO_SUPABASE_KEY"):
+        return
+    if db_url and not db_url.lower().startswith("sqlite"):
+        return
+    why = "BILANCIO_SUPABASE_DB_URL names a local SQLite file" if db_url else "no cloud store is configured"
+    raise CommandError(
+        f"--cloud: {why}; set BILANCIO_SUPABASE_URL and BILANCIO_SUPABASE_KEY (Supabase REST) or "
+        "BILANCIO_SUPABASE_DB_URL (a Postgres URL), or leave out --cloud to use the local store")
+
+
 @command.command("ls")
+@cloud_option
 @click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many jobs, newest first.")
 @output.format_option()
@@ -73,6 +111,7 @@ def ls(status, limit, fmt):
 
 
 @command.command("get")
+@cloud_option
 @click.argument("job_id")
 @output.format_option()
 @friendly_errors
@@ -106,11 +145,16 @@ def get(job_id, fmt):
         output.echo("  not computed yet (see `jobs metrics` for the pairs computed from the runs)")
 
 
+command.add_command(ls, "list")
+command.add_command(get, "show")
+
+
 def _ordered(counts):
     return sorted(counts.items(), key=lambda kv: RUN_STATUSES.index(kv[0]) if kv[0] in RUN_STATUSES else 99)
 
 
 @command.command("runs")
+@cloud_option
 @click.argument("job_id")
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this state.")
 @output.format_option()
@@ -131,6 +175,7 @@ def runs(job_id, status, fmt):
 
 
 @command.command("metrics")
+@cloud_option
 @click.argument("job_id")
 @output.format_option()
 @friendly_errors
@@ -153,9 +198,30 @@ def metrics(job_id, fmt):
     label = "job_metrics" if stored else "job_metrics not stored yet; computed from the runs"
     output.echo(f"\n{label}:")
     output.echo(output.render_record(summary, "table", [k for k in JOB_METRICS_KEYS if k in summary]))
+    analysis = {**computed.get("raw_summary", {}), **((stored or {}).get("raw_summary") or {})}
+    _echo_analysis(analysis)
     if pairs:
         output.echo("\nTrading effect per pair (delta_passive - delta_active; > 0: dealers reduced defaults):")
         output.echo(output.render_rows(pairs, "table", PAIR_COLUMNS, RUNS_HEADERS))
+
+
+def _echo_analysis(raw: dict) -> None:
+    """The interval's method, the cells whose own interval excludes 0, and what drives δ."""
+    if raw.get("trading_effect_ci_method"):
+        output.echo(f"\ntrading_effect_ci: {raw['trading_effect_ci_method']}")
+        output.echo(f"grid cells (κ, c, μ, ρ) whose interval over seeds excludes 0: "
+                    f"{raw.get('cells_ci_excluding_zero', 0)} of {raw.get('cells_with_interval', 0)} with 2+ seeds")
+    decomposition = raw.get("variance_decomposition") or {}
+    done = {k: v for k, v in decomposition.items() if v.get("computed")}
+    if decomposition:
+        output.echo("\nShare of variance explained (exact ANOVA over the full grid: main effects and two-way interactions):")
+    if done:
+        names = list(dict.fromkeys(n for v in done.values() for n in v["shares"]))
+        table = [{"effect": n, **{k: v["shares"].get(n) for k, v in done.items()}} for n in names]
+        output.echo(output.render_rows(table, "table", ("effect", *done)))
+    for key, value in decomposition.items():
+        if not value.get("computed"):
+            output.echo(f"  {key}: not computed: {value.get('reason')}")
 
 
 def _pair_columns(pairs):

@@ -15,7 +15,7 @@ import click
 from bilancio_pipeline.cli import output
 from bilancio_pipeline.cli.errors import friendly_errors, open_store
 from bilancio_pipeline.cli.results import require_job
-from bilancio_pipeline.storage.filters import parse_filter
+from bilancio_pipeline.storage.filters import And, Compare, parse_filter
 from bilancio_pipeline.storage.schema import RUN_RESULTS_COLUMNS
 
 TABLE_COLUMNS = ("run_id", "job_id", "regime", "kappa", "concentration", "mu", "outside_mid_ratio", "seed",
@@ -51,6 +51,16 @@ def _columns(ctx, param, value):
     return names
 
 
+def _combined(expr, min_delta, max_delta):
+    """--where AND the --min-delta/--max-delta bounds, as one filter the backend evaluates."""
+    bounds = [Compare("delta_total", op, value) for op, value in ((">=", min_delta), ("<=", max_delta))
+              if value is not None]
+    parts = ([expr] if expr is not None else []) + bounds
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    return And(tuple(parts))
+
+
 @click.group("metrics")
 def command():
     """Query run parameters and metrics across jobs."""
@@ -62,6 +72,8 @@ def command():
               help="Filter, e.g. \"kappa < 0.5 and delta_total > 0.1\"; comparisons < <= > >= = !=, "
                    "and, or, not, parentheses; text in quotes, null for missing.")
 @click.option("--regime", type=click.Choice(("passive", "active")), help="Only runs of this regime.")
+@click.option("--min-delta", type=float, metavar="X", help="Only runs with delta_total >= X (combines with --where).")
+@click.option("--max-delta", type=float, metavar="Y", help="Only runs with delta_total <= Y (combines with --where).")
 @click.option("--order-by", "order_by", callback=_order_by, metavar="COL",
               help="Sort by this column; -COL or COL:desc for descending.")
 @click.option("--desc", "descending", is_flag=True, help="Sort descending (same as -COL).")
@@ -70,9 +82,9 @@ def command():
 @click.option("--columns", callback=_columns, metavar="A,B,…", help="Show these columns (default: all for csv/json).")
 @output.format_option()
 @friendly_errors
-def query(job_id, where, regime, order_by, descending, limit, columns, fmt):
+def query(job_id, where, regime, min_delta, max_delta, order_by, descending, limit, columns, fmt):
     """Runs joined with their metrics, filtered, sorted and limited by the backend."""
-    expr = parse_filter(where) if where is not None else None
+    expr = _combined(parse_filter(where) if where is not None else None, min_delta, max_delta)
     column, desc = order_by or (None, False)
     wanted = limit or None
     with open_store() as store:

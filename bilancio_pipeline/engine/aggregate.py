@@ -9,6 +9,8 @@ import math
 import statistics
 from typing import Any, Iterable
 
+from bilancio_pipeline.engine.stats import CONFIDENCE, cell_effects, mean_ci, variance_decomposition
+
 PAIR_KEYS = ("kappa", "concentration", "mu", "outside_mid_ratio", "seed")
 REQUIRED_KEYS = ("regime", *PAIR_KEYS, "delta_total", "phi_total")
 NEUTRAL_BAND = 0.001  # |effect| <= this counts as neutral, as in the original
@@ -78,6 +80,7 @@ def pair_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def aggregate_job_metrics(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The job_metrics columns for a sweep's runs, plus the per-pair list under `pairs`."""
+    rows = list(rows)
     pairs = pair_runs(rows)
     if not pairs:
         empty = {"n_comparisons": 0, "n_pairs": 0}
@@ -86,9 +89,11 @@ def aggregate_job_metrics(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "std_trading_effect": None, "positive_effects": None, "negative_effects": None,
             "neutral_effects": None, "mean_delta_passive": None, "mean_delta_active": None,
             "mean_phi_passive": None, "mean_phi_active": None, "mean_trading_effect_clean": None,
+            "trading_effect_ci_low": None, "trading_effect_ci_high": None,
         }
-        return {**empty, **columns, "raw_summary": dict(empty), "pairs": []}
+        return {**empty, **columns, "raw_summary": {**empty, **_analysis(rows, pairs)}, "pairs": []}
     effects = [p["trading_effect"] for p in pairs]
+    ci_low, ci_high = mean_ci(effects)
     clean = [p["trading_effect_clean"] for p in pairs if p["trading_effect_clean"] is not None]
     summary = {
         "n_comparisons": len(pairs),
@@ -105,5 +110,27 @@ def aggregate_job_metrics(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "mean_phi_passive": _mean([p["phi_passive"] for p in pairs if p["phi_passive"] is not None]),
         "mean_phi_active": _mean([p["phi_active"] for p in pairs if p["phi_active"] is not None]),
         "mean_trading_effect_clean": _mean(clean),
+        "trading_effect_ci_low": ci_low,
+        "trading_effect_ci_high": ci_high,
     }
-    return {**summary, "raw_summary": dict(summary), "pairs": pairs}
+    return {**summary, "raw_summary": {**summary, **_analysis(rows, pairs)}, "pairs": pairs}
+
+
+def _analysis(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the raw summary adds to the columns: how the interval is computed, the cells whose
+    own interval excludes zero, and the variance decomposition of δ and of the trading effect."""
+    by_regime = {side: [{**r, "delta": _number(r["delta_total"])} for r in rows if _side(r["regime"]) == side]
+                 for side in ("passive", "active")}
+    cells = cell_effects(pairs)
+    with_interval = [c for c in cells if c["ci_low"] is not None]
+    return {
+        "trading_effect_ci_method": f"{CONFIDENCE:.0%} Student t interval of the mean over the pairs "
+                                    "(mean ± t(n-1) · sd/√n), treating pairs as independent draws",
+        "cells_with_interval": len(with_interval),
+        "cells_ci_excluding_zero": sum(c["excludes_zero"] for c in with_interval),
+        "variance_decomposition": {
+            "delta_passive": variance_decomposition(by_regime["passive"], "delta"),
+            "delta_active": variance_decomposition(by_regime["active"], "delta"),
+            "trading_effect": variance_decomposition(pairs, "trading_effect"),
+        },
+    }

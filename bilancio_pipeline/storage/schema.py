@@ -161,6 +161,9 @@ job_metrics = Table(
     Column("raw_summary", Json),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # added by a later migration: the 95% t interval of mean_trading_effect over the pairs
+    Column("trading_effect_ci_low", Float),
+    Column("trading_effect_ci_high", Float),
 )
 
 TABLES = {t.name: t for t in (jobs, runs, metrics, job_events, job_metrics)}
