@@ -1,4 +1,4 @@
-"""Artifacts in a Cloudflare R2 bucket (any S3-compatible server works), through dagster-aws.
+"""Artifacts in a Cloudflare R2 bucket (any S3-compatible server works), through boto3.
 
 Client settings R2 needs, and why:
 - Checksums only "when_required": boto3 >= 1.36 adds a CRC32 checksum to every upload by
@@ -29,7 +29,6 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.handlers import disable_signing
-from dagster_aws.s3 import S3Resource
 
 from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob
 from bilancio_pipeline.storage.artifacts.keys import check_key, folder_prefix
@@ -64,39 +63,40 @@ _SESSIONS: dict[str | None, boto3.session.Session] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-class R2S3Resource(S3Resource):
-    """dagster-aws's S3Resource, with a client Cloudflare R2 accepts.
+def r2_client(endpoint_url: str | None, region: str | None, access_key_id: str | None,
+              secret_access_key: str | None, max_attempts: int = 5, *, profile_name: str | None = None,
+              use_ssl: bool = True, verify: bool | str | None = None, session_token: str | None = None,
+              unsigned: bool = False) -> Any:
+    """A boto3 S3 client Cloudflare R2 accepts (the settings described at the top of this module).
 
-    S3Resource takes no botocore Config, so this builds the client itself from the same
-    fields, adding the R2 settings described at the top of this module.
+    boto3 only, no Dagster: the Modal containers upload through this store too, and their image
+    holds the engine and boto3. `r2_resource.R2S3Resource` gives Dagster code the same client.
     """
-
-    def get_client(self) -> Any:
-        config = Config(
-            signature_version="s3v4",
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+    config = Config(
+        signature_version="s3v4",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"},
+        retries={"mode": "standard", "max_attempts": max_attempts},
+    )
+    with _SESSIONS_LOCK:  # boto3 sessions are not thread-safe; the clients they make are
+        session = _SESSIONS.get(profile_name)
+        if session is None:
+            session = _SESSIONS[profile_name] = boto3.session.Session(profile_name=profile_name)
+        client = session.client(
+            "s3",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            use_ssl=use_ssl,
+            verify=verify,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token,
+            config=config,
         )
-        with _SESSIONS_LOCK:  # boto3 sessions are not thread-safe; the clients they make are
-            session = _SESSIONS.get(self.profile_name)
-            if session is None:
-                session = _SESSIONS[self.profile_name] = boto3.session.Session(profile_name=self.profile_name)
-            client = session.client(
-                "s3",
-                region_name=self.region_name,
-                endpoint_url=self.endpoint_url,
-                use_ssl=self.use_ssl,
-                verify=self.verify,
-                aws_access_key_id=self.aws_access_key_id,
-                aws_secret_access_key=self.aws_secret_access_key,
-                aws_session_token=self.aws_session_token,
-                config=config,
-            )
-        if self.use_unsigned_session:
-            client.meta.events.register("choose-signer.s3.*", disable_signing)
-        return client
+    if unsigned:
+        client.meta.events.register("choose-signer.s3.*", disable_signing)
+    return client
 
 
 @dataclass
@@ -138,13 +138,8 @@ class S3ArtifactStore(ArtifactStore):
         self.region = region
         self.prefix = folder_prefix(prefix, self.backend)
         self._secret = secret_access_key
-        self._resource = R2S3Resource(
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            max_attempts=max_attempts,
-        )
+        self._access_key_id = access_key_id
+        self.max_attempts = max_attempts
         self._client: Any = None
 
     def __repr__(self) -> str:  # never the keys
@@ -158,7 +153,8 @@ class S3ArtifactStore(ArtifactStore):
         """The boto3 S3 client (built on first use)."""
         if self._client is None:
             with self._translate("create a client for", None):
-                self._client = self._resource.get_client()
+                self._client = r2_client(self.endpoint_url, self.region, self._access_key_id, self._secret,
+                                         self.max_attempts)
         return self._client
 
     # -- ArtifactStore ---------------------------------------------------------------
