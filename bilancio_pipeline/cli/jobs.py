@@ -8,6 +8,10 @@ JSON output (stable keys):
   jobs runs     [{every run_results column: run_id, job_id, status, regime, parameters…, metrics…}]
   jobs metrics  {job_id, job_metrics: {…} | null, computed: {…}, pairs: [{kappa, concentration,
                  mu, outside_mid_ratio, seed, delta_passive, delta_active, trading_effect, …}]}
+  jobs compare  {a, b, spec_differences: {field: {a, b}}, cells: [{kappa, concentration, mu,
+                 outside_mid_ratio, seed, delta_passive_a, delta_passive_b, delta_active_a,
+                 delta_active_b, trading_effect_a, trading_effect_b, trading_effect_diff (b − a)}],
+                 only_in_a: [{kappa, …, seed}], only_in_b: [...]}
 
 `jobs list` and `jobs show` are the original's names for `ls` and `get`. `--cloud` (accepted by
 every jobs command) insists on the cloud store: the command refuses to fall back to the local
@@ -227,3 +231,42 @@ def _echo_analysis(raw: dict) -> None:
 def _pair_columns(pairs):
     extra = [k for k in (pairs[0] if pairs else {}) if k not in PAIR_COLUMNS]
     return [*PAIR_COLUMNS, *extra]
+
+
+@command.command("compare")
+@cloud_option
+@click.argument("job_a")
+@click.argument("job_b")
+@output.format_option()
+@friendly_errors
+def compare(job_a, job_b, fmt):
+    """Compare two sweeps: their spec differences, then every grid cell both ran with δ passive,
+    δ active and the trading effect of each (diff = B − A)."""
+    from bilancio_pipeline.reports.compare import CELL_COLUMNS, compare_sweeps
+
+    with open_store() as store:
+        job_rows = [(require_job(store, j), run_results(store, j, status="completed")) for j in (job_a, job_b)]
+    result = compare_sweeps(*job_rows[0], *job_rows[1])
+    if fmt == "json":
+        output.echo(output.to_json(result))
+        return
+    if fmt == "csv":
+        output.echo(output.render_rows(result["cells"], "csv", CELL_COLUMNS))
+        return
+    differences = result["spec_differences"]
+    output.echo(f"Spec differences, A = {job_a}, B = {job_b}:")
+    output.echo(output.render_rows([{"field": k, "A": v["a"], "B": v["b"]} for k, v in differences.items()],
+                                   "table", ("field", "A", "B")) if differences else "  none")
+    cells = result["cells"]
+    output.echo(f"\n{len(cells)} grid cells in both (trading effect = δ passive − δ active; diff = B − A):")
+    if cells:
+        output.echo(output.render_rows(cells, "table", CELL_COLUMNS, COMPARE_HEADERS))
+        diffs = [c["trading_effect_diff"] for c in cells if c["trading_effect_diff"] is not None]
+        if diffs:
+            output.echo(f"\nmean trading_effect_diff {sum(diffs) / len(diffs):.4g} over {len(diffs)} cells")
+    output.echo(f"only in A: {len(result['only_in_a'])} cells, only in B: {len(result['only_in_b'])} cells")
+
+
+COMPARE_HEADERS = {"concentration": "conc", "outside_mid_ratio": "rho", "delta_passive_a": "δp A",
+                   "delta_passive_b": "δp B", "delta_active_a": "δa A", "delta_active_b": "δa B",
+                   "trading_effect_a": "effect A", "trading_effect_b": "effect B", "trading_effect_diff": "diff"}
