@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import create_engine, text
 
-from bilancio_pipeline.storage import schema
+from bilancio_pipeline.storage import migrations, schema
 from bilancio_pipeline.storage.base import NotFound, StoreError
 from bilancio_pipeline.storage.sql import COPY_MIN_ROWS, SqlStore
 
@@ -523,15 +523,18 @@ def test_plain_supabase_style_urls_use_psycopg2(postgres_url, scheme):
 
 
 @pytest.mark.postgres
-def test_postgres_without_migrations_says_to_run_them(postgres_server):
+def test_postgres_store_applies_the_migrations_to_an_empty_database(postgres_server):
     postgres_server.create_database("not_migrated")
     try:
-        store = SqlStore(postgres_server.url("not_migrated"))
-        with pytest.raises(StoreError) as info:
-            store.list_jobs()
-        assert "supabase/migrations" in str(info.value) and "jobs" in str(info.value)
-        assert not info.value.transient
-        store.close()
+        with SqlStore(postgres_server.url("not_migrated")) as store:
+            assert store.list_jobs() == []
+            store.save_job(make_job())
+        conn = postgres_server.connect("not_migrated")
+        with conn.cursor() as cur:
+            cur.execute("select version from supabase_migrations.schema_migrations order by version")
+            recorded = [r[0] for r in cur.fetchall()]
+        conn.close()
+        assert recorded == [m.version for m in migrations.available()]
     finally:
         postgres_server.drop_database("not_migrated")
 

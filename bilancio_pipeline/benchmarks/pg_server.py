@@ -18,7 +18,8 @@ from pathlib import Path
 
 import psycopg2
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+from bilancio_pipeline.storage.migrations import MIGRATIONS_DIR
+
 INSTALL_HINT = "PostgreSQL is not installed: run `bash .ci/install --test` (it installs the postgresql package)"
 
 
@@ -126,15 +127,15 @@ class PostgresServer:
             conn.close()
 
     def apply_migrations(self, dbname: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
-        """Run every supabase/migrations/*.sql in name order, each in one transaction."""
-        files = sorted(migrations_dir.glob("*.sql"))
-        if not files:
-            raise RuntimeError(f"no migrations in {migrations_dir}")
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
+        """Bring the database to the newest schema, as the store does (storage.migrations: each
+        file in one transaction, recorded in supabase_migrations.schema_migrations); returns the
+        files applied."""
+        from sqlalchemy import create_engine
+
+        from bilancio_pipeline.storage import migrations
+
+        engine = create_engine(self.url(dbname))
         try:
-            for path in files:
-                with conn, conn.cursor() as cur:
-                    cur.execute(path.read_text())
+            return [m.filename for m in migrations.upgrade(engine, migrations.available(migrations_dir))]
         finally:
-            conn.close()
-        return [p.name for p in files]
+            engine.dispose()

@@ -1,10 +1,10 @@
 """The table store on SQL databases: SQLite (the embedded default) and PostgreSQL (Supabase's
 database), one code path through SQLAlchemy Core.
 
-SQLite: the store creates its file, tables and the `run_results` view itself (from
-`storage.schema`), and runs in WAL mode with foreign keys on and a busy timeout, so several
-processes can share the file. PostgreSQL: the schema is the migrations in `supabase/migrations`;
-the store checks they were applied and says so if not.
+The schema is the migrations in `supabase/migrations`; on first use the store applies those the
+database lacks (`storage.migrations`), on SQLite and PostgreSQL alike, and refuses a database
+newer than the code. SQLite runs in WAL mode with foreign keys on and a busy timeout, so
+several processes can share the file.
 
 Writes are idempotent upserts on each table's key (`schema.CONFLICT_KEYS`), sent in chunks of
 many rows per statement (large PostgreSQL batches through COPY, see `storage.pg_copy`), one
@@ -34,7 +34,6 @@ from sqlalchemy import (
     event,
     exc,
     func,
-    inspect,
     select,
     text,
     update,
@@ -42,16 +41,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from bilancio_pipeline.storage import schema
+from bilancio_pipeline.storage import migrations, schema
 from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
 from bilancio_pipeline.storage.values import column_kind, list_of, to_bool, to_utc
 
 CHUNK_ROWS = 2_000  # rows per executemany call; the driver pages these into multi-row statements
 COPY_MIN_ROWS = 200  # from this many rows on, PostgreSQL upserts go through COPY (storage.pg_copy)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-MIGRATIONS_HINT = "run the migrations in supabase/migrations (`supabase db push`, or psql -f each file in order)"
+MIGRATIONS_HINT = "see `bilancio-pipeline db status`"
 
 _UTC = dt.timezone.utc
 _VALUE_CHECKS = {
@@ -63,16 +61,14 @@ _VALUE_CHECKS = {
 _FILLED_BY_STORE = {"created_at", "updated_at"}
 
 
-def _run_results_view() -> tuple[Table, Any]:
-    """The view as a typed table to query, and the SELECT that defines it (for SQLite)."""
+def _run_results_view() -> Table:
+    """The view (created by the migrations) as a typed table to query."""
     runs, metrics = schema.runs, schema.metrics
     sources = [runs.c[name] if name in runs.c else metrics.c[name] for name in schema.RUN_RESULTS_COLUMNS]
-    definition = select(*sources).select_from(runs.outerjoin(metrics, metrics.c.run_id == runs.c.run_id))
-    view = Table("run_results", MetaData(), *(Column(c.name, c.type) for c in sources))
-    return view, definition
+    return Table("run_results", MetaData(), *(Column(c.name, c.type) for c in sources))
 
 
-run_results, _RUN_RESULTS_SELECT = _run_results_view()
+run_results = _run_results_view()
 
 
 # --- values on the way in and out -----------------------------------------------------------
@@ -268,45 +264,15 @@ class SqlStore(Store):
 
     # --- schema -------------------------------------------------------------------------
     def _ready(self) -> Engine:
-        """The engine, once the schema is known to be there (created on SQLite)."""
+        """The engine, once the database is at this code's schema version (pending migrations
+        are applied here, once per store; see `storage.migrations`)."""
         if not self._schema_ready:
             with self._schema_lock:
                 if not self._schema_ready:
-                    with self._errors("open the database"):
-                        if self.backend == "sqlite":
-                            self._create_sqlite_schema()
-                        else:
-                            self._check_postgres_schema()
+                    with self._errors("bring the database schema up to date"):
+                        migrations.upgrade(self._engine)
                     self._schema_ready = True
         return self._engine
-
-    def _create_sqlite_schema(self) -> None:
-        with self._engine.begin() as conn:
-            for table in schema.metadata.sorted_tables:
-                conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-            # The same composite indexes as the migrations.
-            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS runs_job_id_status_idx ON runs (job_id, status)")
-            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS jobs_status_created_at_idx ON jobs (status, created_at)")
-            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS jobs_created_at_idx ON jobs (created_at)")
-            view_sql = _RUN_RESULTS_SELECT.compile(dialect=self._engine.dialect)
-            conn.exec_driver_sql(f"CREATE VIEW IF NOT EXISTS run_results AS {view_sql}")
-
-    def _check_postgres_schema(self) -> None:
-        with self._engine.connect() as conn:
-            inspector = inspect(conn)
-            present = set(inspector.get_table_names()) | set(inspector.get_view_names())
-            # A database from an older schema: name what it lacks before anything is written.
-            lacking = [f"{name}.{column}" for name, table in schema.TABLES.items() if name in present
-                       for column in sorted(set(table.columns.keys())
-                                            - {c["name"] for c in inspector.get_columns(name)})]
-        missing = [name for name in (*schema.TABLES, "run_results") if name not in present]
-        if lacking:
-            raise StoreError(self.backend, f"the database schema is older than this version: it has no column "
-                                           f"{', '.join(lacking)}: {MIGRATIONS_HINT}")
-        if missing:
-            raise StoreError(self.backend, f"the database has no {', '.join(missing)}: {MIGRATIONS_HINT}")
 
     # --- row conversion -----------------------------------------------------------------
     def _prepare(self, info: _TableInfo, rows: Iterable[Row]) -> list[Row]:
