@@ -13,7 +13,7 @@ import os
 import re
 
 SECRET_VARS = ("BILANCIO_R2_ACCESS_KEY_ID", "BILANCIO_R2_SECRET_ACCESS_KEY", "BILANCIO_SUPABASE_KEY",
-               "BILANCIO_SUPABASE_DB_URL")
+               "BILANCIO_SUPABASE_DB_URL", "BILANCIO_WEBHOOK_URL")  # webhook URLs often embed a token
 # The loggers that print request or response headers and bodies.
 CHATTY_LOGGERS = ("botocore.endpoint", "botocore.auth", "botocore.parsers", "botocore.hooks",
                   "botocore.httpsession", "botocore.retryhandler", "botocore.credentials", "urllib3.connectionpool",

@@ -14,6 +14,7 @@ from typing import Any
 
 import bilancio_pipeline
 from bilancio_pipeline.storage.base import NotFound, Row, Store
+from bilancio_pipeline.sweeps import webhook  # POSTs the sweep's end when BILANCIO_WEBHOOK_URL is set
 from bilancio_pipeline.sweeps.spec import PlannedRun, SpecError, SweepSpec
 
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -143,10 +144,12 @@ def finish_job(store: Store, job_id: str, job_metrics: Row | None) -> str:
         store.update_job(job_id, status="failed", error=error, completed_at=stamp,
                          completed_runs=counts.get("completed", 0), failed_runs=failed)
         store.log_event(job_id, "failed", {**summary, "error": error})
+        webhook.notify(job_id, "failed", counts, job_metrics)
         return "failed"
     store.update_job(job_id, status="completed", error=None, completed_at=stamp,
                      completed_runs=counts.get("completed", 0), failed_runs=0)
     store.log_event(job_id, "completed", summary)
+    webhook.notify(job_id, "completed", counts, job_metrics)
     return "completed"
 
 
@@ -154,3 +157,4 @@ def fail_job(store: Store, job_id: str, error: str) -> None:
     """The sweep itself failed (not one of its runs): record why and stop calling it running."""
     store.update_job(job_id, status="failed", error=error, completed_at=now())
     store.log_event(job_id, "failed", {"error": error})
+    webhook.notify_failed_sweep(store, job_id)
