@@ -17,6 +17,7 @@ COMMANDS = {
     "report": "bilancio_pipeline.cli.report",
     "demo": "bilancio_pipeline.cli.demo",
     "ui": "bilancio_pipeline.cli.ui",
+    "db": "bilancio_pipeline.cli.db",
 }
 
 

@@ -82,6 +82,14 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+_ADDED_COLUMN = re.compile(r"alter table (?:only )?public\.(\w+) add column (\w+)", re.IGNORECASE)
+
+
+def added_columns(migration: Migration) -> list[tuple[str, str]]:
+    """(table, column) for each `alter table public.t add column c …` of the migration."""
+    return [(m[1], m[2]) for s in migration.statements() if (m := _ADDED_COLUMN.match(" ".join(s.split())))]
+
+
 # --- reading SQL ----------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"""

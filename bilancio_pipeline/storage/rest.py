@@ -274,6 +274,10 @@ class RestStore(Store):
     def __repr__(self) -> str:  # never the key
         return f"RestStore({self._url!r})"
 
+    @property
+    def location(self) -> str:
+        return self._url
+
     # --- sending --------------------------------------------------------------------------
 
     def _table(self, name: str):
@@ -618,6 +622,20 @@ class RestStore(Store):
         return _decode("job_metrics", rows)[0] if rows else None
 
     # --- housekeeping ---------------------------------------------------------------------
+
+    def exposed_columns(self) -> dict[str, set[str]]:
+        """The tables and views the API serves, with their columns, from the OpenAPI description
+        PostgREST publishes at its root: how the schema can be checked without a database login."""
+        headers = {"apikey": self._key, "Authorization": f"Bearer {self._key}", "Accept": "application/openapi+json"}
+        try:
+            response = self._http.get(f"{self._url}/rest/v1/", headers=headers)
+        except httpx.HTTPError as exc:
+            raise StoreError(BACKEND, self._scrub(f"reading the API description failed: {type(exc).__name__}: {exc}")) from None
+        if not response.is_success:
+            raise StoreError(BACKEND, self._scrub(f"reading the API description failed: {_describe_error(response)[1]}"))
+        definitions = orjson.loads(response.content).get("definitions") or {}
+        return {name: set((body or {}).get("properties") or {}) for name, body in definitions.items()}
+
 
     def close(self) -> None:
         if self._owns_http:

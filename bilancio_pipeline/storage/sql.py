@@ -185,7 +185,12 @@ class SqlStore(Store):
         self._schema_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SqlStore({self.url.render_as_string(hide_password=True)!r})"
+        return f"SqlStore({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The database URL without its password."""
+        return self.url.render_as_string(hide_password=True)
 
     def __enter__(self) -> SqlStore:
         return self
@@ -259,20 +264,28 @@ class SqlStore(Store):
             transient = any(word in detail.lower() for word in ("locked", "busy", "unable to open", "disk i/o"))
         if "does not exist" in detail and ("relation" in detail or "column" in detail):
             detail += f" (is the schema up to date? {MIGRATIONS_HINT})"
-        where = f" at {self.url.render_as_string(hide_password=True)}" if transient and self.backend == "postgres" else ""
+        where = f" at {self.location}" if transient and self.backend == "postgres" else ""
         return StoreError(self.backend, f"could not {action}{where}: {detail}", transient=transient)
 
     # --- schema -------------------------------------------------------------------------
     def _ready(self) -> Engine:
         """The engine, once the database is at this code's schema version (pending migrations
-        are applied here, once per store; see `storage.migrations`)."""
+        are applied on first use; see `storage.migrations`)."""
         if not self._schema_ready:
-            with self._schema_lock:
-                if not self._schema_ready:
-                    with self._errors("bring the database schema up to date"):
-                        migrations.upgrade(self._engine)
-                    self._schema_ready = True
+            self.upgrade_schema()
         return self._engine
+
+    def schema_status(self) -> migrations.Status:
+        """Applied and pending migrations; reads only."""
+        with self._errors("read the schema version"):
+            return migrations.status(self._engine)
+
+    def upgrade_schema(self) -> list[migrations.Migration]:
+        """Apply the pending migrations now; returns those applied."""
+        with self._schema_lock, self._errors("bring the database schema up to date"):
+            applied = migrations.upgrade(self._engine)
+            self._schema_ready = True
+            return applied
 
     # --- row conversion -----------------------------------------------------------------
     def _prepare(self, info: _TableInfo, rows: Iterable[Row]) -> list[Row]:
