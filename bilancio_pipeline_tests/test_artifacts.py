@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import stat
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bilancio_pipeline.engine.artifacts import gzip_bytes
 from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, manifest_key, run_key, run_prefix
 from bilancio_pipeline.storage.artifacts.local import LocalArtifactStore
 from bilancio_pipeline.storage.artifacts.s3 import S3ArtifactStore
@@ -214,6 +216,36 @@ def test_unsafe_keys_are_rejected_before_anything_is_written(store: ArtifactStor
     assert sorted(p for p in tmp_path.rglob("*")) == before
     assert not (tmp_path.parent / "escape.txt").exists()
     assert store.list_keys("") == []
+
+
+def test_compressed_run_files_are_stored_compressed_and_read_back_plain(store: ArtifactStore, tmp_path: Path) -> None:
+    """A run folder's `<name>.gz` files (engine/artifacts.py) keep their plain names in every
+    listing and read, download and link; only the bytes kept are compressed."""
+    plain = {name: data * 50 for name, data in RUN_FILES.items() if name.endswith((".jsonl", ".csv", ".yaml"))}
+    for mover in ("upload_run", "move_run"):
+        source = tmp_path / mover
+        write_run_folder(source)
+        for name, data in plain.items():
+            (source / name).unlink()
+            (source / f"{name}.gz").write_bytes(gzip_bytes(data))
+        urls = getattr(store, mover)("job-z", mover, source)
+
+        keys = sorted(run_key("job-z", mover, n) for n in RUN_FILES)
+        assert set(urls) == set(RUN_FILES) and store.list_keys(run_prefix("job-z", mover)) == keys
+        for name, data in {**RUN_FILES, **plain}.items():
+            assert store.get_bytes(run_key("job-z", mover, name)) == data, name
+        dest = tmp_path / f"{mover}-downloaded"
+        store.download_prefix(run_prefix("job-z", mover), dest)
+        assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == {**RUN_FILES, **plain}
+
+        link = store.signed_url(run_key("job-z", mover, "out/events.jsonl"), expires_seconds=60)
+        with urllib.request.urlopen(link, timeout=10) as response:  # urllib does not decode gzip; a browser does
+            assert gzip.decompress(response.read()) == plain["out/events.jsonl"]
+            if store.backend == "r2":
+                assert response.headers["Content-Encoding"] == "gzip"
+                assert response.headers["Content-Type"] == "application/x-ndjson"
+    used = sum(job.total_bytes for job in store.list_jobs())
+    assert used < 2 * sum(len(d) for d in RUN_FILES.values()) + sum(len(d) for d in plain.values()) / 4
 
 
 def test_signed_url_downloads_the_bytes(store: ArtifactStore) -> None:

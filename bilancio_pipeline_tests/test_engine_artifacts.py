@@ -8,6 +8,7 @@ engine's day loop.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 import re
@@ -22,6 +23,7 @@ from bilancio_pipeline.engine.artifacts import (
     ARTIFACT_PATHS,
     BALANCE_COLUMNS,
     DAY_METRIC_COLUMNS,
+    COMPRESSED,
     ArtifactCorrupt,
     events_jsonl,
     read_csv_rows,
@@ -29,6 +31,7 @@ from bilancio_pipeline.engine.artifacts import (
     read_run_artifacts,
     read_scenario,
     render_artifacts,
+    stored_path,
     write_artifacts,
 )
 from bilancio_pipeline.engine.output import SimulationOutput
@@ -152,7 +155,8 @@ def output(request) -> SimulationOutput:
 
 @pytest.fixture
 def run_dir(tmp_path, output) -> Path:
-    written = write_artifacts(output, tmp_path / "run")
+    """The artifacts written plain: what the compressed files hold (see the tests of compression)."""
+    written = write_artifacts(output, tmp_path / "run", compress=False)
     assert written == ARTIFACT_PATHS
     return tmp_path / "run"
 
@@ -190,7 +194,7 @@ def test_scenario_yaml_has_the_compiled_scenario_and_the_cash_accounting(run_dir
 def test_scenario_yaml_keeps_every_digit_of_a_decimal_amount(tmp_path, output):
     exact = Decimal("123.4567890123456789012345678")
     scenario = dict(output.scenario, initial_actions=[{"mint_cash": {"to": "H1", "amount": exact, "alias": "x"}}, {"mint_cash": {"to": "H2", "amount": Decimal("0.00000001"), "alias": "y"}}])
-    write_artifacts(SimulationOutput(output.params, scenario, [], [], [], {}), tmp_path)
+    write_artifacts(SimulationOutput(output.params, scenario, [], [], [], {}), tmp_path, compress=False)
     text = (tmp_path / "scenario.yaml").read_text()
     assert "123.4567890123456789012345678" in text
     doc = yaml.safe_load(text)
@@ -332,13 +336,13 @@ def test_pages_keep_days_without_a_value_and_runs_without_days(tmp_path, output)
     rows = [dict(r) for r in output.day_metrics]
     rows[1]["phi_t"] = None
     rows[1]["delta_t"] = float("nan")
-    write_artifacts(SimulationOutput(output.params, output.scenario, [], [], rows, {}), tmp_path / "gap")
+    write_artifacts(SimulationOutput(output.params, output.scenario, [], [], rows, {}), tmp_path / "gap", compress=False)
     day = page_data((tmp_path / "gap/out/metrics.html").read_text())["days"][1]
     assert day["phi_t"] is None and day["delta_t"] is None  # NaN as "no value", as in metrics.json
     with open(tmp_path / "gap/out/metrics.csv", newline="") as f:
         second = list(csv.DictReader(f))[1]
     assert second["phi_t"] == "" and second["delta_t"] == ""
-    write_artifacts(SimulationOutput(output.params, output.scenario, [], [], [], {}), tmp_path / "empty")
+    write_artifacts(SimulationOutput(output.params, output.scenario, [], [], [], {}), tmp_path / "empty", compress=False)
     empty = page_data((tmp_path / "empty/out/metrics.html").read_text())
     assert empty["days"] == [] and empty["debtor_shares"] == [] and empty["intraday"] == []
     assert page_data((tmp_path / "empty/run.html").read_text())["event_kinds"] == {}
@@ -350,7 +354,7 @@ def test_hostile_strings_stay_inside_the_data_block(tmp_path, output):
     scenario = dict(output.scenario, name=hostile)
     events = [{"kind": "AgentDefaulted", "day": 1, "phase": "simulation", "agent": hostile, "trigger_contract": "</SCRIPT>", "shortfall": 5}]
     rows = [dict(r, notes=hostile) for r in output.day_metrics]
-    write_artifacts(SimulationOutput(output.params, scenario, events, output.balances, rows, {"stop_reason": hostile}), tmp_path)
+    write_artifacts(SimulationOutput(output.params, scenario, events, output.balances, rows, {"stop_reason": hostile}), tmp_path, compress=False)
     for page in ("out/metrics.html", "run.html"):
         html = (tmp_path / page).read_text()
         assert html.lower().count("<script") == 2 and html.lower().count("</script") == 2
@@ -454,7 +458,7 @@ def test_numpy_values_are_written_as_plain_numbers(tmp_path, output):
 
     rows = [{"day": np.int64(1), "S_t": np.float64(10.5), "phi_t": np.float64(0.25)}]
     scenario = dict(output.scenario, extra={"weight": np.float64(0.5), "count": np.int32(3)})
-    write_artifacts(SimulationOutput(output.params, scenario, [{"kind": "X", "day": np.int64(2), "phase": "simulation", "amount": np.float64(1.5)}], [], rows, {}, {"x": np.float32(0.5)}), tmp_path)
+    write_artifacts(SimulationOutput(output.params, scenario, [{"kind": "X", "day": np.int64(2), "phase": "simulation", "amount": np.float64(1.5)}], [], rows, {}, {"x": np.float32(0.5)}), tmp_path, compress=False)
     back = read_run_artifacts(tmp_path)
     assert back.day_metrics == [{"day": 1, "S_t": 10.5, "phi_t": 0.25}]
     assert back.events == [{"kind": "X", "day": 2, "phase": "simulation", "amount": 1.5}]
@@ -585,6 +589,40 @@ def test_events_jsonl_is_one_orjson_dump_per_event(events):
 
 
 # -- with the real engine -----------------------------------------------------------------------
+
+
+def test_data_files_are_kept_gzipped_pages_plain_and_the_bytes_are_reproducible(tmp_path, output):
+    written = write_artifacts(output, tmp_path / "a")
+    write_artifacts(output, tmp_path / "b")
+    rendered = render_artifacts(output)
+    assert written == {name: stored_path(name) for name in ARTIFACT_PATHS}
+    assert {name for name, path in written.items() if path.endswith(".gz")} == COMPRESSED
+    assert {"events_jsonl", "balances_csv", "metrics_csv", "scenario_yaml"} <= COMPRESSED
+    assert not {"run_html", "metrics_html"} & COMPRESSED
+    for name, path in written.items():
+        data = (tmp_path / "a" / path).read_bytes()
+        assert data == (tmp_path / "b" / path).read_bytes(), f"{path} differs between two writes"
+        assert (gzip.decompress(data) if name in COMPRESSED else data) == rendered[name], name
+        assert not (tmp_path / "a" / ARTIFACT_PATHS[name]).exists() or name not in COMPRESSED
+    assert read_run_artifacts(tmp_path / "a") == read_run_artifacts(tmp_path / "b")
+
+
+@pytest.mark.parametrize(("policy", "dropped"), [("all", set()), ("summary", {"events_jsonl"}), ("none", set(ARTIFACT_PATHS))])
+def test_artifact_policy_decides_which_files_are_written(tmp_path, output, policy, dropped):
+    written = write_artifacts(output, tmp_path / policy, policy)
+    assert set(written) == set(ARTIFACT_PATHS) - dropped
+    on_disk = {p.relative_to(tmp_path / policy).as_posix() for p in (tmp_path / policy).rglob("*") if p.is_file()}
+    assert on_disk == set(written.values())
+    with pytest.raises(ValueError, match="artifact policy 'some' must be one of all, summary, none"):
+        write_artifacts(output, tmp_path / "x", "some")
+
+
+def test_damaged_compressed_file_is_named(tmp_path, output):
+    write_artifacts(output, tmp_path)
+    path = tmp_path / stored_path("events_jsonl")
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ArtifactCorrupt, match=r"corrupt artifact out/events.jsonl: compressed data is cut short"):
+        read_run_artifacts(tmp_path)
 
 
 @pytest.mark.parametrize("regime", ["passive", "active"])

@@ -8,6 +8,8 @@ folder or a downloaded object; nothing may be fetched from anywhere else.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import math
 from collections import Counter
 from pathlib import Path
@@ -126,14 +128,18 @@ def _shown(text: str, value) -> bool:
     return text == value
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _data(folder: Path, relative: str) -> bytes:
+    """A data artifact's content (a run keeps it gzipped, as `<relative>.gz`)."""
+    return gzip.decompress((folder / f"{relative}.gz").read_bytes())
+
+
+def _csv_rows(folder: Path, relative: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(_data(folder, relative).decode(), newline="")))
 
 
 def test_metrics_page_draws_the_chart_table_and_cards_of_metrics_json(browser, run):
     folder, result = run
-    days = orjson.loads((folder / "out/metrics.json").read_bytes())
+    days = orjson.loads(_data(folder, "out/metrics.json"))
     opened = Opened(browser, folder / "out/metrics.html")
     try:
         chart = opened.chart()
@@ -173,17 +179,17 @@ def test_metrics_page_draws_the_chart_table_and_cards_of_metrics_json(browser, r
     assert cards["Last simulated day"] == str(summary["last_sim_day"])
 
     # the debtor-share matrix (one row per agent that was a net debtor) and one chart per day with steps
-    shares = _csv_rows(folder / "out/debtor_shares.csv")
+    shares = _csv_rows(folder, "out/debtor_shares.csv")
     numbered = sorted((int(a[1:]), a) for a in {s["agent"] for s in shares} if a[1:].isdigit())  # H2 before H12
     named = sorted(a for a in {s["agent"] for s in shares} if not a[1:].isdigit())  # then dealers, VBTs by name
     assert [row[0] for row in matrix[1:]] == [a for _, a in numbered] + named
     assert matrix[0][1:] == [f"day {d}" for d in sorted({int(s["day"]) for s in shares})]
-    assert sorted(map(int, intraday)) == sorted({int(s["day"]) for s in _csv_rows(folder / "out/intraday.csv")})
+    assert sorted(map(int, intraday)) == sorted({int(s["day"]) for s in _csv_rows(folder, "out/intraday.csv")})
 
 
 def test_run_page_draws_headline_defaults_trades_kinds_and_balances(browser, run):
     folder, result = run
-    events = [orjson.loads(line) for line in (folder / "out/events.jsonl").read_bytes().splitlines()]
+    events = [orjson.loads(line) for line in _data(folder, "out/events.jsonl").splitlines()]
     opened = Opened(browser, folder / "run.html")
     try:
         cards = opened.cards()
@@ -215,7 +221,7 @@ def test_run_page_draws_headline_defaults_trades_kinds_and_balances(browser, run
     else:
         assert trades is None  # "No dealer trades in this run." instead of a table
     assert {kind: int(count) for kind, count in kinds[1:]} == Counter(e["kind"] for e in events)
-    assert [row[0] for row in balances[1:]] == [row["agent_id"] for row in _csv_rows(folder / "out/balances.csv")]
+    assert [row[0] for row in balances[1:]] == [row["agent_id"] for row in _csv_rows(folder, "out/balances.csv")]
     assert ["regime", result.params.regime] in parameters
     assert title.startswith("Run: ")
 
@@ -288,4 +294,4 @@ def test_without_javascript_the_page_says_so_and_still_holds_the_data(browser, r
     assert "JavaScript" in note
     assert heading.startswith("Day metrics: ")
     assert explained > 10 and drawn == ""
-    assert embedded["days"] == orjson.loads((folder / "out/metrics.json").read_bytes())
+    assert embedded["days"] == orjson.loads(_data(folder, "out/metrics.json"))

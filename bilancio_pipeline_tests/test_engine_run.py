@@ -1,5 +1,6 @@
 """run_simulation end to end: validation, determinism, the two cash accountings, dealer trading."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -125,5 +126,5 @@ def test_artifacts_are_written_when_a_folder_is_given(tmp_path):
     assert result.artifacts
     for relative in result.artifacts.values():
         assert (tmp_path / relative).is_file()
-    events = (tmp_path / result.artifacts["events_jsonl"]).read_text().splitlines()
+    events = gzip.decompress((tmp_path / result.artifacts["events_jsonl"]).read_bytes()).decode().splitlines()
     assert json.loads(events[0])["kind"] == "CashMinted"

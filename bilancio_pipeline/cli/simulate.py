@@ -252,7 +252,7 @@ def _options(command):
 @click.command("simulate")
 @_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="write each run's artifacts to OUT/<run name>/")
+              help="write each run's artifacts to OUT/<run name>/ (the data files gzipped, as a sweep keeps them)")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="parallel processes for a grid [default: number of cores]")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per run and line (for programs)")

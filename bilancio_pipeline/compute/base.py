@@ -10,11 +10,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class RunTask:
-    """One simulation to run: its key, its sweep and its parameters (`RunParams.to_dict()`)."""
+    """One simulation to run: its key, its sweep, its parameters (`RunParams.to_dict()`) and
+    which artifacts it keeps (engine.artifacts.ARTIFACT_POLICIES)."""
 
     run_id: str
     job_id: str
     params: dict[str, Any]
+    artifact_policy: str = "all"
 
 
 @dataclass

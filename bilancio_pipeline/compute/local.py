@@ -52,9 +52,10 @@ def run_task(task: RunTask, artifacts_root: str | None) -> RunOutcome:
     """Run one simulation in this process; any exception becomes a failed outcome."""
     from bilancio_pipeline.engine import RunParams, run_simulation
 
-    out_dir = Path(artifacts_root) / task.run_id if artifacts_root else None
+    keeps_files = artifacts_root and task.artifact_policy != "none"
+    out_dir = Path(artifacts_root) / task.run_id if keeps_files else None
     try:
-        result = run_simulation(RunParams.from_dict(task.params), out_dir=out_dir)
+        result = run_simulation(RunParams.from_dict(task.params), out_dir=out_dir, artifact_policy=task.artifact_policy)
     except Exception as exc:  # the run fails, the batch goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return RunOutcome(run_id=task.run_id, ok=False, error=detail)

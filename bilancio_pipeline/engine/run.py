@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bilancio_pipeline.engine.accounting import accounting_facts
 from bilancio_pipeline.engine.metrics import compute_day_metrics, public_row, run_level_metrics
 from bilancio_pipeline.engine.output import SimulationOutput
 from bilancio_pipeline.engine.params import RunParams
@@ -80,6 +81,7 @@ def _simulate(params: RunParams) -> SimulationOutput:
         "money_end": sum(ledger.cash),
         "cash_minted_total": ledger.cb_minted,
     }
+    summary["accounting"] = accounting_facts(ledger, summary)  # what the invariant checks read
     dealer_metrics = passive_dealer_report(ledger)
     if market is not None:
         dealer_metrics.update(market.report())
@@ -98,8 +100,9 @@ def _simulate(params: RunParams) -> SimulationOutput:
     )
 
 
-def run_simulation(params: RunParams, out_dir: Path | None = None) -> RunResult:
-    """Simulate one run; when out_dir is given also write its artifacts there."""
+def run_simulation(params: RunParams, out_dir: Path | None = None, artifact_policy: str = "all") -> RunResult:
+    """Simulate one run; when out_dir is given also write there the artifacts the policy
+    keeps (engine.artifacts.ARTIFACT_POLICIES)."""
     started = time.perf_counter()
     with _gc_paused():
         output = simulate(params)
@@ -107,7 +110,7 @@ def run_simulation(params: RunParams, out_dir: Path | None = None) -> RunResult:
         if out_dir is not None:
             from bilancio_pipeline.engine.artifacts import write_artifacts  # written separately; loaded on use
 
-            artifacts = write_artifacts(output, Path(out_dir))
+            artifacts = write_artifacts(output, Path(out_dir), artifact_policy)
     wall_ms = (time.perf_counter() - started) * 1000.0
     summary = dict(output.summary)
     summary["wall_ms"] = wall_ms

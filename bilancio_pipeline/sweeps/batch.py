@@ -88,17 +88,18 @@ def run_batch(
     rows = {r["run_id"]: r for r in store.list_runs(job_id, run_ids=run_ids)}
     done = store.completed_run_ids(job_id) & set(run_ids)
     result.skipped = [r for r in run_ids if r in done]
-    tasks = []
+    todo = []
     for run_id in run_ids:
         if run_id in done:
             continue
-        row = rows.get(run_id)
-        if row is None:
+        if run_id not in rows:
             result.failed[run_id] = f"run {run_id} is not registered in the store; launch its sweep first"
             continue
-        tasks.append(RunTask(run_id, job_id, {c: row[c] for c in _PARAM_COLUMNS}))
-    if not tasks:
+        todo.append(rows[run_id])
+    if not todo:
         return result
+    policy = store.get_job(job_id).get("artifact_policy") or "all"
+    tasks = [RunTask(row["run_id"], job_id, {c: row[c] for c in _PARAM_COLUMNS}, policy) for row in todo]
 
     lifecycle.mark_started(store, job_id, [t.run_id for t in tasks])
     compute.check()

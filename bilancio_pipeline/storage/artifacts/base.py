@@ -4,6 +4,11 @@ Both use one key layout, so moving between them is a copy:
     {job_id}/runs/{run_id}/{name}      e.g. castle-river-mountain/runs/<run_id>/out/events.jsonl
     {job_id}/job_manifest.json
     {job_id}/report.html
+
+A run folder holds most files gzip-compressed, as `<name>.gz` (engine/artifacts.py). Stores keep
+them compressed but under the plain key: a local folder as the `.gz` file, a bucket as the key
+with `Content-Encoding: gzip` (so browsers and presigned links get the plain file). Keys,
+listings and `get_bytes` always speak of the plain name and content.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from bilancio_pipeline.engine.artifacts import GZIP_SUFFIX
 
 
 class ArtifactError(RuntimeError):
@@ -24,6 +31,11 @@ def run_prefix(job_id: str, run_id: str) -> str:
 
 def run_key(job_id: str, run_id: str, name: str) -> str:
     return f"{run_prefix(job_id, run_id)}/{name}"
+
+
+def plain_name(name: str) -> tuple[str, bool]:
+    """(the artifact's name, whether the file holds it compressed) for a file of a run folder."""
+    return (name[: -len(GZIP_SUFFIX)], True) if name.endswith(GZIP_SUFFIX) else (name, False)
 
 
 def manifest_key(job_id: str) -> str:
@@ -48,8 +60,13 @@ class ArtifactStore(ABC):
         """Store one object; returns its URL (file://… or s3://bucket/key)."""
 
     @abstractmethod
+    def put_compressed(self, key: str, gzipped: bytes) -> str:
+        """Store one object given as gzip data; it reads back as the plain content. Returns its URL."""
+
+    @abstractmethod
     def get_bytes(self, key: str) -> bytes:
-        """Read one object; raises ArtifactError (FileNotFoundError-like) if missing."""
+        """Read one object (decompressed if stored compressed); raises ArtifactError
+        (FileNotFoundError-like) if missing."""
 
     @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
@@ -68,11 +85,13 @@ class ArtifactStore(ABC):
         """A time-limited download URL (presigned on R2, a file:// path locally)."""
 
     def upload_run(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
-        """Upload every file under a run's output folder; returns {relative name: URL}."""
+        """Upload every file under a run's output folder (a `.gz` file as its compressed plain
+        name); returns {artifact name: URL}."""
         urls = {}
         for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
-            name = path.relative_to(local_dir).as_posix()
-            urls[name] = self.put_bytes(run_key(job_id, run_id, name), path.read_bytes())
+            name, compressed = plain_name(path.relative_to(local_dir).as_posix())
+            put = self.put_compressed if compressed else self.put_bytes
+            urls[name] = put(run_key(job_id, run_id, name), path.read_bytes())
         return urls
 
     def move_run(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import uuid
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob, run_key, run_prefix
+from bilancio_pipeline.storage.artifacts.base import (
+    GZIP_SUFFIX,
+    ArtifactError,
+    ArtifactStore,
+    StoredJob,
+    plain_name,
+    run_key,
+    run_prefix,
+)
 from bilancio_pipeline.storage.artifacts.keys import check_key, folder_prefix
 
 # Half-written files carry this suffix until they are renamed into place; listings skip them.
@@ -15,7 +25,8 @@ _PARTIAL_SUFFIX = ".partial"
 
 
 class LocalArtifactStore(ArtifactStore):
-    """One file per key under `root`; writes are atomic (temp file, then rename).
+    """One file per key under `root` (`<key>.gz` when kept compressed); writes are atomic
+    (temp file, then rename).
 
     URLs are plain file:// URLs. `signed_url` returns the same URL: it does not expire and
     grants nothing beyond the reader's own file permissions.
@@ -30,7 +41,12 @@ class LocalArtifactStore(ArtifactStore):
         return f"LocalArtifactStore({str(self.root)!r})"
 
     def put_bytes(self, key: str, data: bytes) -> str:
-        path = self._path(key)
+        return self._write(key, self._file(key, compressed=False), data)
+
+    def put_compressed(self, key: str, gzipped: bytes) -> str:
+        return self._write(key, self._file(key, compressed=True), gzipped)
+
+    def _write(self, key: str, path: Path, data: bytes) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # A unique sibling, created like any new file (so the umask applies, unlike mkstemp's 0600),
@@ -44,6 +60,7 @@ class LocalArtifactStore(ArtifactStore):
             except BaseException:
                 tmp_path.unlink(missing_ok=True)
                 raise
+            _other_form(path).unlink(missing_ok=True)  # else a reader could find the old content
         except OSError as exc:
             raise ArtifactError(f"local: could not write {key!r} under {self.root}: {exc.strerror or exc}") from exc
         return path.as_uri()
@@ -59,32 +76,39 @@ class LocalArtifactStore(ArtifactStore):
         except OSError:
             return self._move_files(job_id, run_id, Path(local_dir))
         base = target.as_uri()
-        return {name: f"{base}/{name}" for name in _relative_files(target)}
+        return {plain_name(name)[0]: f"{base}/{name}" for name in _relative_files(target)}
 
     def _move_files(self, job_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
         urls = {}
-        for name in _relative_files(local_dir):
-            source, target = local_dir / name, self._path(run_key(job_id, run_id, name))
+        for file_name in _relative_files(local_dir):
+            name, compressed = plain_name(file_name)
+            key = run_key(job_id, run_id, name)
+            source, target = local_dir / file_name, self._file(key, compressed)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
+                _other_form(target).unlink(missing_ok=True)
             except OSError:  # another filesystem, or a rename refused: copy instead
-                self.put_bytes(run_key(job_id, run_id, name), source.read_bytes())
+                (self.put_compressed if compressed else self.put_bytes)(key, source.read_bytes())
             urls[name] = target.as_uri()
         return urls
 
     def get_bytes(self, key: str) -> bytes:
-        path = self._path(key)
+        path = self._file(key, compressed=False)
         try:
-            return path.read_bytes()
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                return gzip.decompress(_other_form(path).read_bytes())
         except FileNotFoundError:
             raise ArtifactError(f"local: no artifact {key!r} under {self.root}") from None
-        except OSError as exc:
-            raise ArtifactError(f"local: could not read {key!r} under {self.root}: {exc.strerror or exc}") from exc
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            detail = getattr(exc, "strerror", None) or exc
+            raise ArtifactError(f"local: could not read {key!r} under {self.root}: {detail}") from exc
 
     def list_keys(self, prefix: str) -> list[str]:
         folder = folder_prefix(prefix, self.backend)
-        return sorted(key for key, _ in self._files_under(folder))
+        return sorted({plain_name(key)[0] for key, _ in self._files_under(folder)})
 
     def delete_prefix(self, prefix: str) -> int:
         folder = folder_prefix(prefix, self.backend)
@@ -117,17 +141,25 @@ class LocalArtifactStore(ArtifactStore):
         return jobs
 
     def signed_url(self, key: str, expires_seconds: int = 3600) -> str:
-        """A file:// URL to the artifact. Local URLs never expire; `expires_seconds` is ignored."""
-        return self._path(key).as_uri()
+        """A file:// URL to the artifact's file (the `.gz` one if it is kept compressed). Local
+        URLs never expire; `expires_seconds` is ignored."""
+        path = self._file(key, compressed=False)
+        return (path if path.exists() or not _other_form(path).exists() else _other_form(path)).as_uri()
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _file(self, key: str, compressed: bool) -> Path:
+        """The file that holds a key, plain or compressed."""
+        path = self._path(key)
+        return _other_form(path) if compressed else path
+
     def _path(self, key: str) -> Path:
         check_key(key, self.backend)
-        if key.endswith(_PARTIAL_SUFFIX):  # that name is reserved for half-written files
-            raise ArtifactError(
-                f"local: invalid artifact key {key!r}: names ending in {_PARTIAL_SUFFIX!r} are reserved"
-            )
+        for reserved in (_PARTIAL_SUFFIX, GZIP_SUFFIX):  # half-written files; compressed ones
+            if key.endswith(reserved):
+                raise ArtifactError(
+                    f"local: invalid artifact key {key!r}: names ending in {reserved!r} are reserved"
+                )
         path = self.root / key
         # Key rules already forbid '..'; this also stops a symlink inside the volume from
         # leading writes outside it.
@@ -159,6 +191,12 @@ class LocalArtifactStore(ArtifactStore):
             if not _rmdir_if_empty(parent):
                 break
             parent = parent.parent
+
+
+def _other_form(path: Path) -> Path:
+    """The compressed file of a plain one, or the plain file of a compressed one."""
+    name, compressed = plain_name(path.name)
+    return path.with_name(name if compressed else name + GZIP_SUFFIX)
 
 
 def _relative_files(folder: Path) -> list[str]:
