@@ -210,6 +210,7 @@ def run_level_metrics(events: list[dict[str, Any]], s_total: float) -> dict[str,
     creditor_to_debtors: dict[str, set[str]] = defaultdict(set)
     loss = 0
     n_clears = 0
+    defaulted_payables = 0
     trades = 0
     volume = 0.0
     face = 0
@@ -226,8 +227,10 @@ def run_level_metrics(events: list[dict[str, Any]], s_total: float) -> dict[str,
                 default_order.append(agent)
         elif kind == "ObligationDefaulted":
             loss += int(e.get("shortfall", 0))
+            defaulted_payables += 1
         elif kind == "ObligationWrittenOff":
             loss += int(e.get("amount", 0))
+            defaulted_payables += 1
         elif kind == "dealer_trade":
             trades += 1
             volume += float(e["price"])
@@ -244,6 +247,7 @@ def run_level_metrics(events: list[dict[str, Any]], s_total: float) -> dict[str,
         "cascade_fraction": secondary / total_defaults if total_defaults else None,
         "n_clears": n_clears,
         "n_clears_all": n_clears,
+        "payables_defaulted": defaulted_payables,
         "payable_default_loss": loss,
         "total_loss": loss,
         "total_loss_pct": loss / s_total if s_total > 0 else None,

@@ -94,6 +94,10 @@ class Ledger:
     day: int = 0
     next_serial: int = 1
     cb_minted: int = 0  # cash the central bank issued (initial + any minted by the compat dealer)
+    # for the accounting checks (engine/accounting.py): every agent's cash summed at the end of
+    # each day, and the defaulters' receivables that left the ledger by reassignment
+    money_by_day: list[int] = field(default_factory=list)
+    replaced: int = 0
     defaults_today: int = 0
     settled_today: int = 0
     # settlement observations for the dealer's belief tracker: (day, issuer, defaulted)
@@ -224,6 +228,7 @@ def run_day_loop(ledger: Ledger, dealer_phase: DealerPhase | None, *, rollover: 
             break
         if rollover and settled:
             roll_over(ledger, t, settled)
+        ledger.money_by_day.append(sum(ledger.cash))
         ledger.day += 1
         if rollover:
             consecutive = consecutive + 1 if ledger.defaults_today == 0 else 0
@@ -382,6 +387,7 @@ def reassign_receivables(ledger: Ledger, agent: int, weights: dict[int, Decimal]
     receivables = [p for p in ledger.receivables(agent) if p.debtor != agent and not defaulted[p.debtor]]
     if not receivables:
         return
+    ledger.replaced += len(receivables)  # each leaves the ledger below, re-issued or cancelled
     if not weights:
         for p in receivables:  # nobody to pass them to: the debt is cancelled
             ledger.remove(p)
