@@ -133,6 +133,23 @@ def test_balanced_sweep_end_to_end(instance):
     assert materialized == {r["run_id"] for r in runs}
     assert instance.get_materialized_partitions(dg.AssetKey("job_metrics")) == {"test-sweep"}
 
+    # Every partition shows its run in each asset's one materialization for it: parameters,
+    # headline metrics and a link to its files; job_metrics shows every field of its row.
+    for run in runs[:2]:
+        for asset in ("sweep_runs", "run_metrics", "run_artifacts"):
+            (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(asset), asset_partitions=[run["run_id"]]), limit=10).records
+            meta = record.asset_materialization.metadata
+            assert meta["kappa"].value == run["kappa"] and meta["seed"].value == run["seed"]
+            assert meta["regime"].value == run["regime"] and meta["mu"].value == run["mu"]
+            assert meta["delta_total"].value == pytest.approx(metrics[run["run_id"]]["delta_total"], rel=1e-3)
+            assert meta["n_defaults"].value == metrics[run["run_id"]]["n_defaults"]
+            assert meta["artifacts"].value.endswith(f"{run['run_id']}/run.html")
+            assert f"κ {run['kappa']:g}" in meta["run"].value
+    summary = instance.get_latest_materialization_event(dg.AssetKey("job_metrics")).asset_materialization.metadata
+    assert summary["n_pairs"].value == 4 and summary["mean_delta_passive"].value == pytest.approx(
+        aggregate["mean_delta_passive"], rel=1e-3)
+
     # The report is drawn after job_metrics, beside the artifacts, and linked from its materialization.
     report = instance.get_latest_materialization_event(dg.AssetKey("sweep_report")).asset_materialization
     assert report.partition == "test-sweep"

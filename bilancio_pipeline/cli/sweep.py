@@ -4,6 +4,8 @@ import sys
 
 import click
 
+from bilancio_pipeline.sweeps.spec import CHOICES, DEFAULTS, HELP
+
 SUMMARY_FIELDS = (
     "n_pairs", "mean_trading_effect", "std_trading_effect", "min_trading_effect", "max_trading_effect",
     "positive_effects", "negative_effects", "neutral_effects", "mean_delta_passive", "mean_delta_active",
@@ -25,25 +27,32 @@ def _ints(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
 
 
+def _list_option(name: str, parse):
+    default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in getattr(DEFAULTS, name))
+    return click.option(f"--{name.replace('_', '-')}", callback=parse, default=default, show_default=True,
+                        help=HELP[name])
+
+
+def _choice_option(name: str, default=None, **kwargs):
+    return click.option(f"--{name.replace('_', '-')}", type=click.Choice(list(CHOICES[name])), default=default,
+                        help=HELP[name], **kwargs)
+
+
 def sweep_options(fn):
+    """The sweep's options, with the defaults, choices and help of `sweeps.spec` (as the Launchpad form)."""
     options = [
-        click.option("--n-agents", type=int, default=50, show_default=True),
-        click.option("--maturity-days", type=int, default=10, show_default=True),
-        click.option("--kappas", callback=_floats, default="0.5,1", show_default=True),
-        click.option("--concentrations", callback=_floats, default="1", show_default=True),
-        click.option("--mus", callback=_floats, default="0.5", show_default=True),
-        click.option("--outside-mid-ratios", callback=_floats, default="1", show_default=True),
-        click.option("--seeds", callback=_ints, default="42", show_default=True),
-        click.option("--regime", type=click.Choice(["passive", "active"]), default="active", show_default=True,
-                     help="the regime of a ring sweep"),
-        click.option("--cash-accounting", type=click.Choice(["conserving", "bilancio_compat"]), default="conserving",
-                     show_default=True),
-        click.option("--description", default=""),
-        click.option("--job-id", default="", help="repeat a job id to resume that sweep"),
-        click.option("--executor", type=click.Choice(["local", "modal"]), default=None,
-                     help="default: BILANCIO_EXECUTOR, else local"),
-        click.option("--artifact-policy", type=click.Choice(["all", "summary", "none"]), default="all",
-                     show_default=True, help="files each run keeps: summary drops the event log, none keeps no files"),
+        click.option("--n-agents", type=int, default=DEFAULTS.n_agents, show_default=True, help=HELP["n_agents"]),
+        click.option("--maturity-days", type=int, default=DEFAULTS.maturity_days, show_default=True,
+                     help=HELP["maturity_days"]),
+        *(_list_option(name, _floats) for name in ("kappas", "concentrations", "mus", "outside_mid_ratios")),
+        _list_option("seeds", _ints),
+        _choice_option("regime"),
+        _choice_option("cash_accounting", DEFAULTS.cash_accounting, show_default=True),
+        click.option("--description", default=DEFAULTS.description, help=HELP["description"]),
+        click.option("--job-id", default=DEFAULTS.job_id, help=HELP["job_id"]),
+        _choice_option("executor"),
+        _choice_option("artifact_policy", DEFAULTS.artifact_policy, show_default=True),
+        click.option("--recompute", is_flag=True, default=False, help=HELP["recompute"]),
         click.option("--batch-size", type=click.IntRange(1), default=None, help="runs per Dagster run"),
     ]
     for option in reversed(options):
@@ -64,7 +73,8 @@ def run_and_report(sweep_type: str, options: dict) -> dict:
     defs = build_definitions()
     batch_size = options.pop("batch_size", None)
     executor = options.pop("executor", None) or os.environ.get("BILANCIO_EXECUTOR") or "local"
-    config = {"sweep_type": sweep_type, "executor": executor, **options}
+    config = {"sweep_type": sweep_type, "executor": executor,
+              **{k: v for k, v in options.items() if v is not None}}  # an unset --regime: the spec's default
 
     def show(progress):
         click.echo(f"\r{progress.job_id}: {progress.done}/{progress.total} runs done, {progress.failed} failed",

@@ -1,63 +1,66 @@
-"""The sweep form of the Launchpad: a typed Config whose fields the UI checks as you type."""
+"""The sweep form of the Launchpad: a typed Config whose fields the UI checks as you type.
+
+Its defaults, choices and descriptions come from `sweeps.spec` (SweepSpec, CHOICES, HELP), the
+one place the command line's options come from too. What the editor checks before launch:
+types, the choice fields, unknown fields. Ranges, empty or duplicate lists, the grid's size and
+the job id's form are checked at launch, all at once (`spec.validate`).
+"""
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Optional
 
 import dagster as dg
 from pydantic import Field
 
-from bilancio_pipeline.sweeps.spec import SweepSpec
+from bilancio_pipeline.sweeps.spec import CHOICES, DEFAULTS, HELP, SweepSpec
 
 
-class SweepType(str, Enum):
-    balanced = "balanced"  # passive and active runs of every cell, paired by seed
-    ring = "ring"  # one regime
+def _choice(name: str) -> type[Enum]:
+    return Enum(name.title().replace("_", ""), {value: value for value in CHOICES[name]}, type=str)
 
 
-class Regime(str, Enum):
-    passive = "passive"
-    active = "active"
+SweepType, Regime, CashAccounting, Executor, ArtifactPolicy = (
+    _choice(n) for n in ("sweep_type", "regime", "cash_accounting", "executor", "artifact_policy"))
 
 
-class CashAccounting(str, Enum):
-    conserving = "conserving"  # the dealer pays price x face: no money is created
-    bilancio_compat = "bilancio_compat"  # reproduces the original's money creation on trades
-
-
-class Executor(str, Enum):
-    local = "local"
-    modal = "modal"
-
-
-class ArtifactPolicy(str, Enum):
-    all = "all"  # scenario, event log, CSVs and run pages
-    summary = "summary"  # everything but the event log (the largest file)
-    none = "none"  # no files; the store rows only
+def _field(name: str, **kwargs):
+    default = getattr(DEFAULTS, name)
+    return Field(list(default) if isinstance(default, tuple) else default, description=HELP[name], **kwargs)
 
 
 class SweepConfig(dg.Config):
-    sweep_type: SweepType = Field(SweepType.balanced, description="balanced: passive/active pairs; ring: one regime")
-    n_agents: int = Field(50, description="traders in the ring (>= 2)")
-    maturity_days: int = Field(10, description="horizon over which due days are spread (>= 1)")
-    kappas: list[float] = Field([0.5, 1.0], description="liquidity ratios L0/S1 (>= 0)")
-    concentrations: list[float] = Field([1.0], description="Dirichlet concentrations of debt sizes (> 0)")
-    mus: list[float] = Field([0.5], description="maturity misalignments in [0, 1]")
-    outside_mid_ratios: list[float] = Field([1.0], description="VBT mid price as a fraction of face (> 0)")
-    seeds: list[int] = Field([42], description="random seeds; a passive/active pair shares one")
-    regime: Regime = Field(Regime.active, description="the regime of a ring sweep (ignored when balanced)")
-    cash_accounting: CashAccounting = Field(CashAccounting.conserving, description="dealer cash accounting")
-    description: str = Field("", description="what this sweep is for")
-    job_id: str = Field("", description="leave empty for a new readable id; repeat one to resume that sweep")
-    executor: Executor = Field(Executor.local, description="where the simulations run")
-    artifact_policy: ArtifactPolicy = Field(
-        ArtifactPolicy.all, description="files each run keeps: all, summary (no event log) or none")
+    sweep_type: SweepType = _field("sweep_type")
+    n_agents: int = _field("n_agents")
+    maturity_days: int = _field("maturity_days")
+    kappas: list[float] = _field("kappas")
+    concentrations: list[float] = _field("concentrations")
+    mus: list[float] = _field("mus")
+    outside_mid_ratios: list[float] = _field("outside_mid_ratios")
+    seeds: list[int] = _field("seeds")
+    # Optional and empty: only a ring sweep reads it, so a balanced sweep's form shows no regime.
+    regime: Optional[Regime] = Field(None, description=HELP["regime"])
+    cash_accounting: CashAccounting = _field("cash_accounting")
+    description: str = _field("description")
+    job_id: str = _field("job_id")
+    executor: Optional[Executor] = Field(None, description=HELP["executor"])  # empty: BILANCIO_EXECUTOR
+    artifact_policy: ArtifactPolicy = _field("artifact_policy")
+    recompute: bool = Field(False, description=HELP["recompute"])
 
     def to_spec(self) -> SweepSpec:
-        return SweepSpec(
-            sweep_type=self.sweep_type.value, n_agents=self.n_agents, maturity_days=self.maturity_days,
-            kappas=tuple(self.kappas), concentrations=tuple(self.concentrations), mus=tuple(self.mus),
-            outside_mid_ratios=tuple(self.outside_mid_ratios), seeds=tuple(self.seeds), regime=self.regime.value,
-            cash_accounting=self.cash_accounting.value, description=self.description, job_id=self.job_id,
-            executor=self.executor.value, artifact_policy=self.artifact_policy.value,
-        )
+        values = {name: _plain(getattr(self, name)) for name in SweepConfig.model_fields if name != "recompute"}
+        lists = ("kappas", "concentrations", "mus", "outside_mid_ratios", "seeds")
+        return SweepSpec(**{**values, **{name: tuple(values[name]) for name in lists},
+                            "regime": values["regime"] or DEFAULTS.regime, "executor": values["executor"] or ""})
+
+
+def _plain(value):
+    return value.value if isinstance(value, Enum) else value
+
+
+class BatchConfig(dg.Config):
+    """The config of a batch of `runs` partitions (Launchpad of sweep_batch_job, or the asset page's
+    "Materialize" with its config)."""
+
+    recompute: bool = Field(False, description=HELP["recompute"])

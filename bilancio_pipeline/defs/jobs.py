@@ -1,13 +1,15 @@
 """Jobs: launch a sweep from the Launchpad form, run a batch of its runs, aggregate it."""
 
 import os
+from dataclasses import replace
 
 import dagster as dg
 
-from bilancio_pipeline.defs.assets import job_metrics, simulate_runs, sweep_report
+from bilancio_pipeline.defs.assets import job_metrics, reset_for_recompute, simulate_runs, sweep_report
 from bilancio_pipeline.defs.config import SweepConfig
 from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
-from bilancio_pipeline.defs.resources import StoreResource
+from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
+from bilancio_pipeline.defs.run_metadata import sweep_page
 from bilancio_pipeline.sweeps.lifecycle import register_sweep
 from bilancio_pipeline.sweeps.spec import DEFAULT_MAX_RUNS, SpecError, expand, validate
 
@@ -20,15 +22,23 @@ def max_runs() -> int:
 
 
 @dg.op(description="Validate the sweep spec, register the sweep and its runs, add their partitions.")
-def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: StoreResource) -> str:
-    try:
-        spec = validate(config.to_spec(), max_runs=max_runs())
-    except SpecError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    planned = expand(spec)
+def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: StoreResource,
+                 compute: ComputeResource) -> str:
+    spec = config.to_spec()
+    # Re-executing (or retrying) a launch run resumes the sweep it launched, not a new one.
+    resumed = _parent_job_id(context)
+    spec = replace(spec, job_id=spec.job_id or resumed, executor=spec.executor or compute.executor)
     db = store.open()
     try:
-        todo = register_sweep(db, spec, planned)
+        try:
+            spec = validate(spec, max_runs=max_runs())
+            planned = expand(spec)
+            todo = register_sweep(db, spec, planned)
+        except SpecError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        if config.recompute:
+            reset_for_recompute(db, spec.job_id, [p.run_id for p in planned])
+            todo = [p.run_id for p in planned]
     finally:
         db.close()
     instance = context.instance
@@ -37,9 +47,19 @@ def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: Sto
     known = set(instance.get_dynamic_partitions(runs_partitions.name))
     instance.add_dynamic_partitions(runs_partitions.name, [p.run_id for p in planned if p.run_id not in known])
     instance.add_run_tags(context.run_id, {JOB_ID_TAG: spec.job_id})
-    context.add_output_metadata({"job_id": spec.job_id, "total_runs": len(planned), "runs_to_run": len(todo)})
-    context.log.info(f"sweep {spec.job_id}: {len(planned)} runs, {len(todo)} to run")
+    context.add_output_metadata({
+        "job_id": spec.job_id, "total_runs": len(planned), "runs_to_run": len(todo), "executor": spec.executor,
+        "sweep": dg.MetadataValue.url(sweep_page(spec.job_id)),
+        "first_run": dg.MetadataValue.url(f"/assets/run_metrics?view=partitions&partition={planned[0].run_id}"),
+        "batches": dg.MetadataValue.url(f"/runs?q%5B0%5D=tag%3A{JOB_ID_TAG}%3D{spec.job_id}"),
+    })
+    context.log.info(f"sweep {spec.job_id}{' (resumed)' if resumed else ''}: {len(planned)} runs, {len(todo)} to run")
     return spec.job_id
+
+
+def _parent_job_id(context: dg.OpExecutionContext) -> str:
+    parent = context.run.parent_run_id and context.instance.get_run_by_id(context.run.parent_run_id)
+    return (parent.tags.get(JOB_ID_TAG) or "") if parent else ""
 
 
 @dg.job(

@@ -76,9 +76,11 @@ def run_batch(
     compute: Compute,
     run_ids: Sequence[str],
     on_outcome: Callable[[RunOutcome], None] | None = None,
+    result: BatchResult | None = None,
 ) -> BatchResult:
-    """Run every run id that has not completed yet (all of one job) and return the rows."""
-    result = BatchResult()
+    """Run every run id that has not completed yet (all of one job) and return the rows. Given
+    `result`, fills that one: `on_outcome` can then read the rows as they come."""
+    result = BatchResult() if result is None else result
     if not run_ids:
         return result
     job_ids = {r.split("_", 1)[0] for r in run_ids}

@@ -29,11 +29,55 @@ MAX_SEED = 2**63 - 1
 
 
 class SpecError(ValueError):
-    """The sweep spec is invalid; the message names the field."""
+    """The sweep spec is invalid; the message names every bad field, each with what is wrong."""
 
     def __init__(self, field_name: str, message: str):
+        self.problems = [(field_name, message)]
         self.field = field_name
         super().__init__(f"invalid sweep spec: {field_name}: {message}")
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]]) -> SpecError:
+        """One error for all the problems found, in the order of the form's fields."""
+        error = cls(*problems[0])
+        error.problems = list(problems)
+        error.fields = [name for name, _ in problems]
+        error.field = ", ".join(error.fields)
+        error.args = ("invalid sweep spec: " + "; ".join(f"{name}: {message}" for name, message in problems),)
+        return error
+
+
+REGIMES = ("passive", "active")
+EXECUTORS = ("local", "modal")
+# The one place for a sweep's defaults, choices and help: the Launchpad form (defs/config.py) and
+# the command line's options (cli/sweep.py) are derived from SweepSpec, CHOICES and HELP.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "sweep_type": SWEEP_TYPES, "regime": REGIMES, "cash_accounting": CASH_ACCOUNTINGS,
+    "executor": EXECUTORS, "artifact_policy": ARTIFACT_POLICIES,
+}
+HELP = {
+    "sweep_type": "balanced: every cell run passive and active with the same seed, compared in job_metrics; "
+                  "ring: one regime",
+    "n_agents": "traders in the ring (2 to 10,000)",
+    "maturity_days": "horizon over which due days are spread (1 to 1,000)",
+    "kappas": "κ, liquidity ratios L0/S1 (>= 0)",
+    "concentrations": "c, Dirichlet concentrations of debt sizes (> 0; small = unequal debts)",
+    "mus": "μ, maturity misalignments in [0, 1]",
+    "outside_mid_ratios": "ρ, the outside market's price of a claim as a fraction of its face (> 0; 1 = par). "
+                          "The outside market is the VBT (value-based trader) beside each dealer: its mid "
+                          "price is ρ × (1 − expected default rate), and dealers quote around it",
+    "seeds": "random seeds; the passive and active runs of a pair share one",
+    "regime": "ring sweeps only: passive (dealers never trade) or active; a balanced sweep runs both "
+              "(default active)",
+    "cash_accounting": "conserving: the dealer pays price × face, no money is created; bilancio_compat: "
+                       "the original's money creation on trades",
+    "description": "what this sweep is for",
+    "job_id": "empty: a new readable id; an existing id resumes that sweep",
+    "executor": "where the simulations run: local or modal; empty: the configured one (BILANCIO_EXECUTOR, "
+                "else local)",
+    "artifact_policy": "files each run keeps: all, summary (no event log) or none",
+    "recompute": "re-run runs that already completed (otherwise they are kept and skipped)",
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +94,7 @@ class SweepSpec:
     cash_accounting: str = "conserving"
     description: str = ""
     job_id: str = ""
-    executor: str = "local"
+    executor: str = ""  # empty: the configured executor, filled in at launch
     artifact_policy: str = "all"  # not a run parameter: it never changes a run id
     extra: dict[str, Any] = field(default_factory=dict)  # further RunParams fields, e.g. q_total
 
@@ -68,6 +112,9 @@ class SweepSpec:
     def n_runs(self) -> int:
         sizes = (self.kappas, self.concentrations, self.mus, self.outside_mid_ratios, self.seeds, self.regimes)
         return math.prod(len(s) for s in sizes)
+
+
+DEFAULTS = SweepSpec()
 
 
 @dataclass(frozen=True)
@@ -115,45 +162,59 @@ def _as_list(field_name: str, values: Any, kind: type) -> list:
 
 
 def validate(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
-    """Check every field and return a normalised spec (lists as tuples, job id filled in)."""
-    if spec.sweep_type not in SWEEP_TYPES:
-        raise SpecError("sweep_type", f"{spec.sweep_type!r} must be one of {', '.join(SWEEP_TYPES)}")
-    if spec.cash_accounting not in CASH_ACCOUNTINGS:
-        raise SpecError("cash_accounting", f"{spec.cash_accounting!r} must be one of {', '.join(CASH_ACCOUNTINGS)}")
-    if spec.executor not in ("local", "modal"):
-        raise SpecError("executor", f"{spec.executor!r} must be local or modal")
-    if spec.artifact_policy not in ARTIFACT_POLICIES:
-        raise SpecError("artifact_policy", f"{spec.artifact_policy!r} must be one of {', '.join(ARTIFACT_POLICIES)}")
-    lists = {
-        "kappas": _as_list("kappas", spec.kappas, float),
-        "concentrations": _as_list("concentrations", spec.concentrations, float),
-        "mus": _as_list("mus", spec.mus, float),
-        "outside_mid_ratios": _as_list("outside_mid_ratios", spec.outside_mid_ratios, float),
-        "seeds": _as_list("seeds", spec.seeds, int),
-    }
+    """Check every field and return a normalised spec (lists as tuples, job id filled in).
+
+    Every problem is collected and reported at once, in one SpecError."""
+    problems: dict[str, str] = {}  # field -> the first thing wrong with it
+
+    def check(thunk):
+        try:
+            return thunk()
+        except SpecError as exc:
+            for field_name, message in exc.problems:
+                problems.setdefault(field_name, message)
+            return None
+
+    for name, choices in CHOICES.items():
+        value = getattr(spec, name)
+        allowed = choices + (("",) if name == "executor" else ())
+        if name == "regime" and spec.sweep_type != "ring":
+            continue
+        if value not in allowed:
+            problems[name] = f"{value!r} must be one of {', '.join(choices)}"
+    kinds = {"kappas": float, "concentrations": float, "mus": float, "outside_mid_ratios": float, "seeds": int}
+    lists = {name: check(lambda n=name, k=kind: _as_list(n, getattr(spec, n), k)) for name, kind in kinds.items()}
     for name, high in (("n_agents", MAX_N_AGENTS), ("maturity_days", MAX_MATURITY_DAYS)):
         value = getattr(spec, name)
         if isinstance(value, int) and not isinstance(value, bool) and value > high:
-            raise SpecError(name, f"{value} is over the limit of {high}")
-    if any(seed > MAX_SEED for seed in lists["seeds"]):
-        raise SpecError("seeds", f"every seed must be at most {MAX_SEED}")
-    normalised = SweepSpec(
-        **{**asdict(spec), **{k: tuple(v) for k, v in lists.items()}},
-    )
-    if normalised.n_runs > max_runs:
-        raise SpecError("kappas × concentrations × mus × outside_mid_ratios × seeds × regimes",
-                        f"the grid has {normalised.n_runs} runs, over the limit of {max_runs}")
+            problems[name] = f"{value} is over the limit of {high}"
+    if lists["seeds"] and any(seed > MAX_SEED for seed in lists["seeds"]):
+        problems.setdefault("seeds", f"every seed must be at most {MAX_SEED}")
     if not isinstance(spec.description, str) or len(spec.description) > 2000:
-        raise SpecError("description", "must be text of at most 2000 characters")
-    job_id = validate_job_id(spec.job_id) if spec.job_id else new_job_id()
-    normalised = SweepSpec(**{**asdict(normalised), "job_id": job_id})
-    # Every run's parameters go through RunParams' own checks, so ranges are named once.
-    first = next(iter(_param_grid(normalised)))
-    _to_run_params(normalised, first)
+        problems["description"] = "must be text of at most 2000 characters"
+    if spec.job_id:
+        check(lambda: validate_job_id(spec.job_id))
+    # Every run parameter goes through RunParams' own checks, so ranges are named once: the
+    # scalars on the default cell, each list value on the default spec (so one bad field does
+    # not hide another).
+    usable = {name: tuple(values) if values else getattr(DEFAULTS, name) for name, values in lists.items()}
+    cell = next(iter(_param_grid(DEFAULTS)))
+    scalars = SweepSpec(**{**asdict(DEFAULTS), **{k: getattr(spec, k) for k in ("n_agents", "maturity_days", "extra")},
+                           "cash_accounting": spec.cash_accounting if spec.cash_accounting in CASH_ACCOUNTINGS
+                           else DEFAULTS.cash_accounting})
+    check(lambda: _to_run_params(scalars, cell))
     for name, values in lists.items():
-        for value in values:
-            _to_run_params(normalised, {**first, name[:-1] if name != "mus" else "mu": value})
-    return normalised
+        for value in values or ():
+            check(lambda n=name, v=value: _to_run_params(DEFAULTS, {**cell, _CELL_FIELD[n]: v}))
+    if not problems:
+        normalised = SweepSpec(**{**asdict(spec), **usable})
+        if normalised.n_runs > max_runs:
+            problems["kappas × concentrations × mus × outside_mid_ratios × seeds × regimes"] = (
+                f"the grid has {normalised.n_runs} runs, over the limit of {max_runs}")
+    if problems:
+        order = list(SweepSpec.__dataclass_fields__)
+        raise SpecError.of(sorted(problems.items(), key=lambda p: order.index(p[0]) if p[0] in order else len(order)))
+    return SweepSpec(**{**asdict(spec), **usable, "job_id": spec.job_id or new_job_id()})
 
 
 def _param_grid(spec: SweepSpec):
@@ -166,6 +227,7 @@ def _param_grid(spec: SweepSpec):
 
 _LIST_FIELD = {"kappa": "kappas", "concentration": "concentrations", "mu": "mus",
                "outside_mid_ratio": "outside_mid_ratios", "seed": "seeds"}
+_CELL_FIELD = {v: k for k, v in _LIST_FIELD.items()}
 
 
 def _to_run_params(spec: SweepSpec, cell: dict[str, Any]) -> RunParams:

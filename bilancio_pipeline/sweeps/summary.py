@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from dataclasses import dataclass
@@ -83,6 +82,3 @@ def delta_plot_png(results: list[Row]) -> bytes | None:
     plt.close(fig)
     return buf.getvalue()
 
-
-def png_markdown(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
