@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bilancio_pipeline.cli.main import cli
-from bilancio_pipeline.defs.inprocess import run_sweep
+from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
 from bilancio_pipeline.defs.resources import ComputeResource
 from bilancio_pipeline.definitions import build_definitions
 from bilancio_pipeline.engine.params import RunParams
@@ -90,6 +90,18 @@ def test_launchpad_refuses_bad_spec_naming_the_field(env, case):
         assert_nothing_written(instance)
 
 
+def test_every_bad_field_is_reported_at_once_in_one_line(env):
+    bad = {"kappas": [-1], "mus": [0, 1.5], "seeds": [], "n_agents": 1, "job_id": "a/b"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        with pytest.raises(SweepFailed) as refused:
+            run_sweep(build_definitions(compute=ComputeResource(workers=1)), instance, {**GOOD, **bad})
+        message = str(refused.value)
+        assert message.startswith("invalid sweep spec: ") and "\n" not in message and "Traceback" not in message
+        for field in ("n_agents", "kappas", "mus", "seeds", "job_id"):
+            assert f"{field}: " in message, message
+        assert_nothing_written(instance)
+
+
 CLI_CASES = [
     (["--kappas", "nan"], "kappas"),
     (["--kappas", ""], "kappas"),
@@ -124,7 +136,7 @@ _number_lists = st.one_of(st.lists(st.one_of(st.floats(-1, 3), st.integers(-2, 5
 
 
 def _named_fields(error: SpecError) -> set[str]:
-    return {part.strip() for part in error.field.split("×")}
+    return {part.strip() for name in error.field.split(",") for part in name.split("×")}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,7 +157,8 @@ def test_random_specs_validate_or_name_a_real_field(**fields):
     except SpecError as error:
         named = _named_fields(error)
         assert named <= SPEC_FIELDS | {"regimes"}, error
-        assert str(error).startswith(f"invalid sweep spec: {error.field}:")
+        assert str(error).startswith("invalid sweep spec: ") and "\n" not in str(error)
+        assert all(f"{name}: " in str(error) for name, _ in error.problems)
         return
     assert JOB_ID_PATTERN.match(valid.job_id)
     planned = expand(valid)
