@@ -23,6 +23,7 @@ import dagster as dg
 
 from bilancio_pipeline.defs.asset_events import log_materializations
 from bilancio_pipeline.defs.config import BatchConfig
+from bilancio_pipeline.defs.invariant_checks import ACCOUNTING_CHECK, accounting_check
 from bilancio_pipeline.defs.io_managers import write_rows
 from bilancio_pipeline.defs.partitions import job_id_of, runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import ArtifactsResource, ComputeResource, StoreResource
@@ -71,7 +72,8 @@ _OUTPUTS = {  # output name -> (table, BatchResult field), in the topological or
     partitions_def=runs_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_BATCH_SIZE),
     check_specs=[dg.AssetCheckSpec("delta_phi_in_unit_interval", asset="run_metrics",
-                                   description="delta_total and phi_total of every run lie in [0, 1]")],
+                                   description="delta_total and phi_total of every run lie in [0, 1]"),
+                 ACCOUNTING_CHECK],
 )
 def simulate_runs(context: dg.AssetExecutionContext, config: BatchConfig, store: StoreResource,
                   artifacts: ArtifactsResource, compute: ComputeResource):
@@ -96,6 +98,7 @@ def simulate_runs(context: dg.AssetExecutionContext, config: BatchConfig, store:
     # After the materializations, so the check's result belongs to them (else the UI shows the
     # latest materialization as "Not evaluated").
     yield _unit_interval_check(merged)
+    yield accounting_check(merged.metrics)
     ok = len(merged.runs) - len(merged.failed)
     context.log.info(f"{len(keys)} runs: {ok} ok, {len(merged.failed)} failed, {len(merged.skipped)} already complete"
                      f"{', recomputed' if config.recompute else ''}, {time.perf_counter() - started:.1f} s")
