@@ -12,7 +12,8 @@ import pytest
 
 from bilancio_pipeline.compute.base import RunOutcome
 from bilancio_pipeline.compute.local import LocalCompute
-from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
+from bilancio_pipeline.defs import assets
+from bilancio_pipeline.defs.inprocess import SweepFailed, failure_message, run_sweep
 from bilancio_pipeline.defs.instance import DAGSTER_ENV, ensure_dagster_home
 from bilancio_pipeline.defs.resources import ComputeResource
 from bilancio_pipeline.definitions import build_definitions
@@ -200,3 +201,52 @@ def test_bad_spec_is_rejected_before_anything_is_written(sqlite_instance, bad, f
         _sweep(instance, **bad)
     assert store_from_env().list_jobs() == []
     assert instance.get_dynamic_partitions("runs") == []
+
+
+def test_partitions_materialize_as_runs_finish_and_recompute_reruns_them(sqlite_instance, monkeypatch):
+    instance = sqlite_instance
+    monkeypatch.setattr(assets, "FLUSH_SECONDS", 0.0)  # store and show every run as soon as it ends
+    _sweep(instance, kappas=[0.5, 1.0, 2.0], seeds=[1])  # 6 runs: one batch of 5, one of 1
+    store = store_from_env()
+    runs = {r["run_id"]: r for r in store.list_runs("test-sweep")}
+    records = instance.fetch_materializations(dg.AssetKey("run_metrics"), limit=100).records
+    assert sorted(r.partition_key for r in records) == sorted(runs)  # one materialization per run
+    first = min(records, key=lambda r: r.timestamp)
+    batch = [r for r in runs.values() if r["run_id"] in {x.partition_key for x in records}]
+    # the first run of the batch was shown materialized before the batch's last run had finished
+    assert first.timestamp < max(r["completed_at"].timestamp() for r in batch)
+
+    before = {k: r["completed_at"] for k, r in runs.items()}
+    progress = _sweep(instance, kappas=[0.5, 1.0, 2.0], seeds=[1], recompute=True)
+    assert (progress.done, progress.failed) == (6, 0)
+    after = {r["run_id"]: r["completed_at"] for r in store.list_runs("test-sweep")}
+    assert all(after[k] > before[k] for k in before)  # every completed run ran again, on purpose
+    assert len(instance.fetch_materializations(dg.AssetKey("run_metrics"), limit=100).records) == 12
+
+
+def test_a_partition_that_is_not_a_run_fails_with_one_line(sqlite_instance):
+    instance = sqlite_instance
+    instance.add_dynamic_partitions("runs", ["my-test-run"])
+    defs = build_definitions(compute=FlakyCompute())
+    result = defs.resolve_job_def("sweep_batch_job").execute_in_process(
+        instance=instance, partition_key="my-test-run", raise_on_error=False)
+    assert not result.success
+    message = failure_message(result)
+    assert "my-test-run" in message and "not runs of a launched sweep" in message and "\n" not in message
+
+
+def _launch_job():
+    return build_definitions(compute=ComputeResource(workers=1)).resolve_job_def("launch_sweep_job")
+
+
+def test_re_executing_a_launch_resumes_its_sweep(sqlite_instance):
+    instance = sqlite_instance
+    config = {"ops": {"launch_sweep": {"config": {**SPEC, "job_id": ""}}}}
+    first = dg.execute_job(dg.reconstructable(_launch_job), instance, run_config=config)
+    assert first.success
+    job_id = instance.get_run_by_id(first.run_id).tags["bilancio/job_id"]
+    again = dg.execute_job(dg.reconstructable(_launch_job), instance,
+                           reexecution_options=dg.ReexecutionOptions(parent_run_id=first.run_id))
+    assert again.success
+    assert instance.get_run_by_id(again.run_id).tags["bilancio/job_id"] == job_id
+    assert [j["job_id"] for j in store_from_env().list_jobs()] == [job_id]  # no second sweep
