@@ -3,6 +3,7 @@ message naming the field, from the Launchpad (launch_sweep_job) and from the com
 property-based test over random specs; a PostgreSQL store with an older schema."""
 
 import math
+import re
 
 import dagster as dg
 import psycopg2
@@ -169,10 +170,12 @@ def test_random_specs_validate_or_name_a_real_field(**fields):
         assert RunParams.from_dict(p.params.to_dict()) == p.params  # a worker can rebuild it
 
 
-# --- a store with an older schema ---------------------------------------------------------------
+# --- a store with an older or a newer schema -------------------------------------------------------
 
 
-def test_older_postgres_schema_gives_a_clear_error_and_damages_nothing(postgres_url, tmp_path, monkeypatch):
+def test_older_postgres_schema_is_upgraded_and_a_newer_one_refused_untouched(postgres_url, tmp_path, monkeypatch):
+    from bilancio_pipeline.storage import migrations
+
     monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("BILANCIO_SUPABASE_DB_URL", postgres_url)
     monkeypatch.setenv("BILANCIO_STORE_RETRY_SECONDS", "5")
@@ -180,28 +183,45 @@ def test_older_postgres_schema_gives_a_clear_error_and_damages_nothing(postgres_
         run_sweep(build_definitions(compute=ComputeResource(workers=2)), instance, {**GOOD, "job_id": "before"})
     db = postgres_url.replace("postgresql+psycopg2", "postgresql")
 
-    def snapshot():
+    def sql(statement):
         with psycopg2.connect(db) as conn, conn.cursor() as cur:
-            out = {}
-            for table in ("jobs", "runs", "job_events", "job_metrics"):
-                cur.execute(f"SELECT row_to_json(t)::text FROM {table} t ORDER BY 1")
-                out[table] = [r[0] for r in cur.fetchall()]
-        return out
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else None
 
-    with psycopg2.connect(db) as conn, conn.cursor() as cur:
-        cur.execute("DROP VIEW run_results")  # the view reads the column; an old database never had either
-        cur.execute("ALTER TABLE metrics DROP COLUMN delta_clean")
+    def snapshot():
+        return {table: [r[0] for r in sql(f"SELECT row_to_json(t)::text FROM {table} t ORDER BY 1")]
+                for table in ("jobs", "runs", "metrics", "job_events", "job_metrics")}
+
+    # Older: the newest migration is undone (its columns dropped, its record removed).
+    newest = migrations.available()[-1]
+    added = [re.match(r"alter table (\S+) add column (\w+)", s, re.IGNORECASE) for s in newest.statements()]
+    assert added and all(added), "this test undoes a migration that only adds columns"
+    for table_column in added:
+        sql(f"ALTER TABLE {table_column[1]} DROP COLUMN {table_column[2]}")
+    sql(f"DELETE FROM supabase_migrations.schema_migrations WHERE version = '{newest.version}'")
     before = snapshot()
-    assert before["jobs"] and before["runs"]
+    store = open_store(postgres_url)
+    store.upsert_metrics([{"run_id": before_run(before), "job_id": "before", "delta_total": 0.1}])
+    store.close()
+    assert sql("SELECT max(version) FROM supabase_migrations.schema_migrations") == [(newest.version,)]
+    assert len(snapshot()["runs"]) == len(before["runs"]) and len(snapshot()["jobs"]) == len(before["jobs"])
 
+    # Newer: a version this code does not know is recorded.
+    sql("INSERT INTO supabase_migrations.schema_migrations (version, name) VALUES ('29991231000000', 'future')")
+    before = snapshot()
     store = open_store(postgres_url)
     with pytest.raises(StoreError) as refused:
-        store.upsert_metrics([{"run_id": "before_active_x", "job_id": "before", "delta_total": 0.1}])
+        store.upsert_metrics([{"run_id": before_run(before), "job_id": "before", "delta_total": 0.2}])
     message = str(refused.value)
-    assert "metrics" in message and "delta_clean" in message and "migrations" in message
+    assert "29991231000000" in message and "newer" in message and "\n" not in message
     assert not refused.value.transient  # a schema problem is not retried for minutes
-
     with dg.DagsterInstance.ephemeral() as instance:
-        with pytest.raises(Exception, match="delta_clean"):
+        with pytest.raises(Exception, match="29991231000000"):
             run_sweep(build_definitions(compute=ComputeResource(workers=2)), instance, {**GOOD, "job_id": "after"})
-    assert snapshot() == before  # nothing else touched: the new sweep was refused before any write
+    assert snapshot() == before  # nothing touched: the new sweep was refused before any write
+
+
+def before_run(snapshot) -> str:
+    import json
+
+    return json.loads(snapshot["runs"][0])["run_id"]
