@@ -35,6 +35,7 @@ from bilancio_pipeline.engine.artifacts import (
     write_artifacts,
 )
 from bilancio_pipeline.engine.output import SimulationOutput
+from bilancio_pipeline.engine.run_report import read_page_data
 from bilancio_pipeline.engine.params import RunParams
 from bilancio_pipeline.engine.scenario import generate
 
@@ -284,10 +285,10 @@ def test_dealer_metrics_json_is_written_in_both_regimes(run_dir, output):
 
 
 def page_data(html: str) -> dict:
-    """The run data a page embeds for its viewer (the one JSON block)."""
-    blocks = re.findall(r'<script type="application/json" id="run-data">(.*?)</script>', html, flags=re.S)
+    """The run data a page embeds for its viewer (the one packed block)."""
+    blocks = re.findall(r'<script type="application/gzip\+base64" id="run-data">([A-Za-z0-9+/=]*)</script>', html)
     assert len(blocks) == 1
-    return orjson.loads(blocks[0])
+    return read_page_data(html)
 
 
 def _offline(html: str) -> bool:

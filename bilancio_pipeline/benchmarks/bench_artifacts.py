@@ -1,6 +1,12 @@
-"""How long writing one run's artifacts takes (CPU and wall), per file and in total.
+"""How long writing one run's artifacts takes (CPU and wall), per file and in total; and with
+--footprint, how many bytes a run keeps, by file and artifact policy.
 
     python -m bilancio_pipeline.benchmarks.bench_artifacts [--n-agents 50] [--repeat 300] [--dir PATH]
+    python -m bilancio_pipeline.benchmarks.bench_artifacts --footprint [--n-agents 50]
+
+--footprint writes the runs of the throughput benchmark's 100-run balanced sweep (maturity_days
+10) once per policy, plus once uncompressed (what a run kept before compression), and prints the
+average bytes per run of every file and the CPU the writing took per run.
 
 Each repetition of write_artifacts writes into a fresh folder under --dir (default: the
 system's temporary folder), as a sweep does (rewriting the same files measures the file
@@ -58,8 +64,37 @@ def _parts(output) -> dict:
     }
 
 
+def footprint(n_agents: int, root: Path) -> None:
+    """Bytes per run by file for the 100-run balanced sweep, under each way of writing it."""
+    from bilancio_pipeline.benchmarks.sweep_throughput import GRIDS, MATURITY_DAYS
+    from bilancio_pipeline.sweeps.spec import SweepSpec, expand, validate
+
+    lists = {k: tuple(v) for k, v in GRIDS[100].items()}
+    spec = validate(SweepSpec(n_agents=n_agents, maturity_days=MATURITY_DAYS, job_id="footprint", **lists))
+    outputs = [simulate(run.params) for run in expand(spec)]
+    ways = {"all, uncompressed (before)": ("all", False), **{policy: (policy, True) for policy in A.ARTIFACT_POLICIES}}
+    print(f"footprint: {len(outputs)}-run balanced sweep, n_agents={n_agents}, maturity_days={MATURITY_DAYS}; "
+          "average bytes per run (KB = 1,000 bytes)")
+    for label, (policy, compress) in ways.items():
+        folder = root / label.split(",")[0] / ("gz" if compress else "plain")
+        cpu = time.process_time()
+        for i, output in enumerate(outputs):
+            A.write_artifacts(output, folder / str(i), policy, compress)
+        cpu_ms = (time.process_time() - cpu) * 1e3 / len(outputs)
+        by_file: dict[str, int] = {}
+        for path in folder.rglob("*") if folder.exists() else ():
+            if path.is_file():
+                name = path.relative_to(folder).as_posix().split("/", 1)[1]
+                by_file[name] = by_file.get(name, 0) + path.stat().st_size
+        total = sum(by_file.values()) / len(outputs)
+        print(f"  {label:28s} {total / 1e3:7.1f} KB per run, writing {cpu_ms:.2f} ms CPU per run")
+        for name, size in sorted(by_file.items(), key=lambda item: -item[1]):
+            print(f"    {name:28s} {size / len(outputs) / 1e3:7.1f} KB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--footprint", action="store_true", help="bytes per run of a 100-run sweep, by file and policy")
     parser.add_argument("--n-agents", type=int, default=50)
     parser.add_argument("--kappa", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=300)
@@ -69,17 +104,25 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-artifacts-", dir=args.dir))
     try:
+        if args.footprint:
+            footprint(args.n_agents, root)
+            return
         for regime in args.regimes.split(","):
             params = RunParams(n_agents=args.n_agents, kappa=args.kappa, regime=regime, cash_accounting="bilancio_compat")
             output = simulate(params)
             counter = iter(range(10**9))
-            wall, cpu, cpu_min = _ms(lambda: A.write_artifacts(output, root / regime / str(next(counter))), args.repeat)
-            sizes = {p.name: p.stat().st_size for p in (root / regime / "0").rglob("*") if p.is_file()}
             print(f"{regime}: n_agents={args.n_agents}, {len(output.events)} events, simulation {output.wall_ms:.1f} ms")
-            print(
-                f"  write_artifacts:  {cpu:.2f} ms CPU median, {cpu_min:.2f} min, {wall:.2f} ms wall "
-                f"(of {args.repeat}); {sum(sizes.values()) / 1024:.0f} KiB in {len(sizes)} files"
-            )
+            for compress in (True, False):
+                folder = root / regime / str(compress)
+                wall, cpu, cpu_min = _ms(lambda: A.write_artifacts(output, folder / str(next(counter)), compress=compress),
+                                         args.repeat)
+                sizes = {p.name.removesuffix(A.GZIP_SUFFIX): p.stat().st_size
+                         for p in next(folder.iterdir()).rglob("*") if p.is_file()}
+                print(
+                    f"  write_artifacts, {'data gzipped (as a sweep)' if compress else 'all plain':26s} {cpu:.2f} ms CPU "
+                    f"median, {cpu_min:.2f} min, {wall:.2f} ms wall (of {args.repeat}); "
+                    f"{sum(sizes.values()) / 1024:.0f} KiB in {len(sizes)} files"
+                )
             _, render_cpu, render_min = _ms(lambda: A.render_artifacts(output), args.repeat)
             print(f"  render_artifacts: {render_cpu:.2f} ms CPU median, {render_min:.2f} min (the same without the file system)")
             for name, fn in _parts(output).items():

@@ -97,12 +97,13 @@ INTRADAY_COLUMNS = ("P_prefix", "amount", "day", "payee", "payer", "step")
 EVENT_REQUIRED_KEYS = ("kind", "day", "phase")
 
 # The data files are kept gzip-compressed, as `<path>.gz`: the event log shrinks about tenfold.
-# Level 1 costs about a millisecond per run at n_agents 50 (higher levels save a quarter more
-# for three times the CPU); zlib's gzip header carries no time stamp, so a run gives the same
-# bytes each time. The HTML pages stay plain so that a browser opens them from a folder.
+# A large file (the event log) gets level 1, under a millisecond per run at n_agents 50 (level 6
+# saves a quarter more for three times the CPU); the small ones level 6, which costs little on
+# a few kilobytes. zlib's gzip header carries no time stamp, so a run gives the same bytes each
+# time. The HTML pages stay plain so that a browser opens them from a folder.
 COMPRESSED = frozenset(name for name, path in ARTIFACT_PATHS.items() if not path.endswith(".html"))
 GZIP_SUFFIX = ".gz"
-GZIP_LEVEL = 1
+FAST_LEVEL_ABOVE = 64 * 1024  # bytes
 
 _JSON_FLAGS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _JSON_DOC = orjson.OPT_INDENT_2 | _JSON_FLAGS
@@ -155,8 +156,8 @@ def stored_path(name: str) -> str:
 
 
 def gzip_bytes(data: bytes | memoryview) -> bytes:
-    """A gzip member (no file name, time stamp 0), as `gzip -1` would write it."""
-    return zlib.compress(data, GZIP_LEVEL, wbits=31)
+    """A gzip member (no file name, time stamp 0), as `gzip -1` or `gzip -6` would write it."""
+    return zlib.compress(data, 1 if len(data) > FAST_LEVEL_ABOVE else 6, wbits=31)
 
 
 def _make_run_folders(out_dir: str) -> None:

@@ -6,13 +6,19 @@ once as JSON. The browser draws the cards, tables and SVG charts from that data.
 gathers the data and dumps it with one orjson call: about 0.05 ms (metrics.html) and 0.1 ms
 (run.html) at n_agents 50, where drawing the pages here cost over a millisecond per run.
 
+Pages are kept plain (a browser opens them from a folder), so to stay small they carry the
+viewer script and the data gzipped in base64 (`read_page_data` reads the data back); a short
+loader unpacks both with the browser's DecompressionStream (Chrome 80, Firefox 113, Safari 16.4
+and later). A page is a third of its unpacked size.
+
 A reader without JavaScript sees the title, the parameters, a note and the metric
-explanations; the data is still in the file (the JSON block "run-data") and in the CSV/JSON
-artifacts beside it.
+explanations; the data is in the run's CSV/JSON artifacts beside the page.
 """
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections import Counter
 from decimal import Decimal
 from html import escape
@@ -66,14 +72,15 @@ DEFAULT_COLUMNS = ("day", "agent", "trigger_contract", "shortfall")
 DEBTOR_SHARE_FIELDS = ("day", "agent", "DS_t")
 INTRADAY_FIELDS = ("day", "P_prefix")
 
-# The viewer. It reads the JSON block "run-data" and builds every element with the DOM API
+# The viewer. It reads the run's data (the JSON text RUN_DATA, which the loader unpacks from
+# the block "run-data") and builds every element with the DOM API
 # (text goes in as text nodes, never as markup). The page kind comes from <main data-page>.
 VIEWER_JS = r"""
 (function () {
 "use strict";
 var NS = "http://www.w3.org/2000/svg";
 var main = document.getElementById("report");
-var data = JSON.parse(document.getElementById("run-data").textContent);
+var data = JSON.parse(RUN_DATA);
 
 function node(ns, tag, attrs, kids) {
   var n = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
@@ -329,6 +336,28 @@ main.setAttribute("data-drawn", "true");
 """
 
 
+
+def pack(data: bytes, level: int) -> str:
+    """gzip, then base64: what the loader unpacks (base64 holds no "<", so it is safe in <script>)."""
+    return base64.b64encode(zlib.compress(data, level, wbits=31)).decode("ascii")
+
+
+# The viewer is the same in every page, packed once. The loader unpacks the viewer and the data
+# and runs the viewer with the data's JSON text as RUN_DATA.
+_VIEWER_PACKED = pack(VIEWER_JS.encode(), 9)
+UNPACK_JS = (
+    '(function(s){var m=document.getElementById("report");'
+    'function say(t){var p=document.createElement("p");p.className="note";p.textContent=t;m.appendChild(p)}'
+    'if(typeof DecompressionStream!=="function"){say("This browser is too old to draw the page (it lacks '
+    'DecompressionStream). The numbers are in the run\'s CSV and JSON files.");return}'
+    'function unpack(t){var b=Uint8Array.from(atob(t),function(c){return c.charCodeAt(0)});'
+    'return new Response(new Blob([b]).stream().pipeThrough(new DecompressionStream("gzip"))).text()}'
+    'Promise.all([unpack(document.getElementById("run-data").textContent),unpack(s.getAttribute("data-viewer"))])'
+    '.then(function(r){Function("RUN_DATA",r[1])(r[0])}).catch(function(e){say("The page could not be drawn: "+e)})'
+    '})(document.currentScript);'
+)
+
+
 def _shell(page: str, static_after: str = "") -> tuple[str, bytes, bytes]:
     """The page around its title, subtitle and data: (before the title, between the subtitle
     and the data, after the data). The title is written twice: <title> and <h1>."""
@@ -339,11 +368,11 @@ def _shell(page: str, static_after: str = "") -> tuple[str, bytes, bytes]:
     )
     middle = (
         '</p></header><noscript><p class="note">This page draws its tables and charts with JavaScript, which is '
-        'turned off. The numbers are in this file (the JSON block "run-data") and in the run\'s CSV and JSON '
-        f'files.</p></noscript><main id="report" data-page="{page}"></main>{static_after}'
-        '<script type="application/json" id="run-data">'
+        'turned off. The numbers are in the run\'s CSV and JSON files.'
+        f'</p></noscript><main id="report" data-page="{page}"></main>{static_after}'
+        '<script type="application/gzip+base64" id="run-data">'
     )
-    tail = f"</script><script>{VIEWER_JS}</script></body></html>\n"
+    tail = f'</script><script data-viewer="{_VIEWER_PACKED}">{UNPACK_JS}</script></body></html>\n'
     return head, middle.encode(), tail.encode()
 
 
@@ -360,7 +389,16 @@ def _page(shell: tuple[str, bytes, bytes], title: str, subtitle: str, data: dict
     head, middle, tail = shell
     title = escape(title)
     top = f'{head}{title}</title></head><body><header><h1>{title}</h1><p class="muted small">{escape(subtitle)}'
-    return b"".join((top.encode(), middle, embed_json(data), tail))
+    return b"".join((top.encode(), middle, pack(embed_json(data), DATA_LEVEL).encode(), tail))
+
+
+DATA_LEVEL = 6  # a page's data is a few kilobytes: the best compression costs a tenth of a millisecond
+
+
+def read_page_data(html: str) -> Any:
+    """The data a page embeds, unpacked (for tests and scripts that read a page)."""
+    packed = html.split('id="run-data">', 1)[1].split("</script>", 1)[0]
+    return orjson.loads(zlib.decompress(base64.b64decode(packed), wbits=31))
 
 
 def embed_json(data: Any) -> bytes:
