@@ -576,3 +576,33 @@ def test_a_bucket_without_endpoint_is_a_clear_error(clean_env) -> None:
     clean_env.setenv("BILANCIO_R2_BUCKET", "b")
     with pytest.raises(ValueError, match="BILANCIO_R2_ENDPOINT_URL"):
         artifacts_from_env()
+
+
+# -- a sweep's artifact policy, from the job row to the volume --------------------------------
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("all", {"run.html", "out/metrics.html", "scenario.yaml", "out/events.jsonl", "out/balances.csv"}),
+    ("summary", {"run.html", "out/metrics.html", "scenario.yaml", "out/balances.csv"}),
+    ("none", set()),
+])
+def test_a_sweeps_artifact_policy_decides_what_reaches_the_volume(tmp_path: Path, policy: str, expected: set) -> None:
+    from bilancio_pipeline.compute.local import LocalCompute
+    from bilancio_pipeline.storage.sql import SqlStore
+    from bilancio_pipeline.sweeps import lifecycle
+    from bilancio_pipeline.sweeps.batch import run_batch
+    from bilancio_pipeline.sweeps.spec import SweepSpec, expand, validate
+
+    spec = validate(SweepSpec(n_agents=8, kappas=(0.5,), job_id=f"policy-{policy}", artifact_policy=policy))
+    default = validate(SweepSpec(n_agents=8, kappas=(0.5,), job_id=spec.job_id))
+    assert [r.run_id for r in expand(spec)] == [r.run_id for r in expand(default)]  # not a run parameter
+    volume = LocalArtifactStore(tmp_path / "volume")
+    with SqlStore(f"sqlite:///{tmp_path / 'bilancio.db'}") as db:
+        run_ids = lifecycle.register_sweep(db, spec, expand(spec))
+        assert db.get_job(spec.job_id)["artifact_policy"] == policy
+        result = run_batch(db, volume, LocalCompute(workers=1), run_ids)
+    assert sorted(result.completed) == sorted(run_ids) and not result.missing_artifacts
+    for run_id in run_ids:
+        names = {key.split(f"{run_id}/", 1)[1] for key in volume.list_keys(run_prefix(spec.job_id, run_id))}
+        assert expected <= names and ("out/events.jsonl" in names) == (policy == "all")
+        assert bool(names) == (policy != "none")
