@@ -1,32 +1,39 @@
-"""The Modal app: simulations in the cloud, results on a Modal Volume.
+"""The Modal app: simulations in the cloud, their artifacts on R2 (or the Modal Volume).
 
-Deploy once (and again after every code change; the client checks the deployed version):
+Deploy once (and again after every code change; the client checks the deployed version and
+code before each batch):
 
     modal deploy bilancio_pipeline/modal_app.py
 
-The image holds only what the engine needs, at the versions pinned in `requirements.lock`,
-plus this package's source. Importing this module needs no Modal token: it only defines.
+The image holds the engine's dependencies and boto3 (the containers store artifacts on R2
+themselves), at the versions pinned in `requirements.lock`, plus this package's source.
+Importing this module needs no Modal token: it only defines.
+
+Functions: `run_simulations` (a chunk of runs per input: what the pipeline fans out),
+`run_simulation` (one run), `compute_aggregate_metrics`, `health_check`.
 
 Settings read at deploy time (environment variables):
     BILANCIO_MODAL_APP      the app name                     (default bilancio-pipeline)
     BILANCIO_MODAL_VOLUME   the results volume               (default bilancio-results)
     BILANCIO_MODAL_SECRETS  comma-separated secret names     (default bilancio-supabase,bilancio-r2;
                             set it empty to attach none)
-    BILANCIO_MODAL_MAX_CONTAINERS  the most containers run_simulation may use at once (default 100)
+    BILANCIO_MODAL_MAX_CONTAINERS  the most containers a simulation function may use at once (default 100)
+
+In the containers, the attached secrets' BILANCIO_R2_* variables choose R2 for the artifacts.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import modal
 
 import bilancio_pipeline
+from bilancio_pipeline.compute.container import Runner, describe, r2_from_env
+from bilancio_pipeline.compute.cost import CPU_CORES, MEMORY_MIB
 from bilancio_pipeline.compute.modal import RunFailed, code_fingerprint
 
 APP_NAME = os.environ.get("BILANCIO_MODAL_APP") or "bilancio-pipeline"
@@ -36,11 +43,14 @@ SECRET_NAMES = tuple(
 )
 MAX_CONTAINERS = int(os.environ.get("BILANCIO_MODAL_MAX_CONTAINERS") or 100)
 RESULTS_MOUNT = "/results"
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name, never a path
 PYTHON_VERSION = "3.11"
 
-# The distributions `bilancio_pipeline.engine` imports (a test checks this against its imports).
-ENGINE_DISTRIBUTIONS = ("numpy", "pyyaml", "orjson")
+# The distributions the container code imports: the engine's, and boto3 (with its own
+# dependencies, pinned too) and tenacity for storing artifacts on R2 from the container.
+# A test imports the container code with every other third-party module blocked.
+IMAGE_DISTRIBUTIONS = ("numpy", "pyyaml", "orjson", "boto3", "botocore", "s3transfer", "jmespath",
+                       "python-dateutil", "six", "urllib3", "tenacity")
+SCALEDOWN_SECONDS = 10  # an idle container is billed until it scales down: not the default minute
 LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements.lock"
 
 
@@ -48,8 +58,8 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def engine_requirements(lock_file: Path = LOCK_FILE, distributions: tuple[str, ...] = ENGINE_DISTRIBUTIONS) -> list[str]:
-    """The lock file's exact pins (`name==version`) of the engine's distributions."""
+def image_requirements(lock_file: Path = LOCK_FILE, distributions: tuple[str, ...] = IMAGE_DISTRIBUTIONS) -> list[str]:
+    """The lock file's exact pins (`name==version`) of the container's distributions."""
     if not lock_file.is_file():
         raise FileNotFoundError(f"{lock_file.name} not found next to the package: deploy from a checkout of the repository")
     pins = {}
@@ -74,7 +84,7 @@ def results_root() -> Path:
 # lock file is not part of the package source, so it is read only where the app is deployed.
 image = (
     modal.Image.debian_slim(python_version=PYTHON_VERSION)
-    .uv_pip_install(*(engine_requirements() if modal.is_local() else []))
+    .uv_pip_install(*(image_requirements() if modal.is_local() else []))
     .add_local_python_source("bilancio_pipeline")
 )
 results_volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
@@ -83,62 +93,54 @@ secrets = [modal.Secret.from_name(name) for name in SECRET_NAMES]
 app = modal.App(APP_NAME, image=image, secrets=secrets)
 
 
-def _files_below(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
 def _commit_volume() -> None:
     if not modal.is_local():  # in-process runs write to a plain folder
         results_volume.commit()
 
 
-@app.function(volumes={RESULTS_MOUNT: results_volume}, timeout=7200, memory=2048, max_containers=MAX_CONTAINERS)
+def _runner():
+    """This container's runner: R2 if the attached secret names a bucket, else the volume."""
+    return Runner(results_root(), VOLUME_NAME, r2_from_env())
+
+
+@app.function(volumes={RESULTS_MOUNT: results_volume}, timeout=7200, cpu=CPU_CORES, memory=MEMORY_MIB,
+              max_containers=MAX_CONTAINERS)
 def run_simulation(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one simulation and keep its artifacts on the volume under {job_id}/runs/{run_id}/.
+    """Run one simulation; its artifacts go to R2 under {job_id}/runs/{run_id}/ when the
+    container has BILANCIO_R2_* (the `bilancio-r2` secret), else to the volume there.
 
-    task: {run_id, job_id, params: RunParams.to_dict()}. Returns {run_id, job_id, summary,
-    day_metrics, artifacts: {name: volume-relative path}, wall_ms, version, volume, call_id}.
-    A failure raises RunFailed naming the run, so the caller knows which input failed even
-    when results arrive out of order.
+    task: {run_id, job_id, params: RunParams.to_dict()}. Returns {run_id, job_id, ok, summary,
+    day_metrics, artifacts: {name: s3://… or modal://… URL}, artifacts_error, wall_ms, version,
+    volume, call_id}. A failing run raises RunFailed naming the run.
     """
-    from bilancio_pipeline.engine import RunParams
-    from bilancio_pipeline.engine import run_simulation as simulate
-
-    run_id, job_id = str(task.get("run_id", "")), str(task.get("job_id", ""))
     call_id = modal.current_function_call_id()
-    started = time.perf_counter()
-    relative = f"{job_id}/runs/{run_id}"
-    out_dir = results_root() / relative
+    runner = _runner()
     try:
-        for field, value in (("run_id", run_id), ("job_id", job_id)):
-            if not _SAFE_ID.fullmatch(value):
-                raise ValueError(f"invalid {field}={value!r}: must be letters, digits, '.', '_' or '-'")
-        params = RunParams.from_dict(dict(task.get("params") or {}))
-        if out_dir.exists():  # a retried run starts clean rather than mixing two attempts
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True)
-        result = simulate(params, out_dir=out_dir)
-    except Exception as exc:
-        try:
-            _commit_volume()  # keep what the failed run wrote, for inspection
-        except Exception:
-            pass  # the run's own error is the one to report
-        raise RunFailed(run_id, f"{type(exc).__name__}: {exc}", call_id) from None
-    _commit_volume()
-    # the engine names its artifacts ({name: path in the run folder}); they go back volume-relative
-    written = dict(result.artifacts) or {p: p for p in _files_below(out_dir)}
-    artifacts = {name: f"{relative}/{path}" for name, path in sorted(written.items())}
-    return {
-        "run_id": run_id,
-        "job_id": job_id,
-        "summary": dict(result.summary),
-        "day_metrics": list(getattr(result, "day_metrics", None) or []),
-        "artifacts": artifacts,
-        "wall_ms": (time.perf_counter() - started) * 1000.0,  # with the volume commit
-        "version": bilancio_pipeline.__version__,
-        "volume": VOLUME_NAME,
-        "call_id": call_id,
-    }
+        done = runner.finish(*runner.run(task))
+    finally:
+        runner.close()
+    _commit_volume()  # also keeps what a failed run wrote, for inspection
+    if not done["ok"]:
+        raise RunFailed(done["run_id"], done["error"], call_id)
+    return {**done, "version": bilancio_pipeline.__version__, "volume": VOLUME_NAME, "call_id": call_id}
+
+
+@app.function(volumes={RESULTS_MOUNT: results_volume}, timeout=3600, cpu=CPU_CORES, memory=MEMORY_MIB,
+              max_containers=MAX_CONTAINERS, scaledown_window=SCALEDOWN_SECONDS)
+def run_simulations(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run a chunk of simulations (one Modal input holds many runs, so it lasts seconds, not
+    milliseconds), each on its own: a run that raises fails alone. Returns {results: one
+    `run_simulation`-like result per task with `ok` and `error`, usage: {wall_seconds,
+    cpu_seconds, peak_memory_mib}, version, call_id}. The volume is committed once per chunk."""
+    call_id = modal.current_function_call_id()
+    runner = _runner()
+    try:
+        chunk = runner.run_chunk(list(tasks), _commit_volume)
+    finally:
+        runner.close()
+    for result in chunk["results"]:
+        result["call_id"] = call_id
+    return {**chunk, "version": bilancio_pipeline.__version__, "call_id": call_id}
 
 
 @app.function(timeout=300, memory=1024)
@@ -160,5 +162,6 @@ def health_check() -> dict[str, Any]:
         "engine_fingerprint": code_fingerprint(),
         "app": APP_NAME,
         "volume": VOLUME_NAME,
+        "artifacts": describe(r2_from_env(), VOLUME_NAME),  # where the runs' files go, no secrets
         "python": platform.python_version(),
     }

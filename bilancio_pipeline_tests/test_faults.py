@@ -25,7 +25,7 @@ from bilancio_pipeline.storage.artifacts.base import ArtifactError
 from bilancio_pipeline.storage.artifacts.local import LocalArtifactStore
 from bilancio_pipeline.storage.config import artifacts_from_env, store_from_env
 from bilancio_pipeline.storage.sql import SqlStore
-from bilancio_pipeline.sweeps import batch as batch_module
+from bilancio_pipeline.compute import uploads as uploads_module
 from bilancio_pipeline.sweeps.spec import SweepSpec, expand, validate
 from bilancio_pipeline_tests import fault_runners
 
@@ -219,7 +219,7 @@ def test_killed_dagster_run_resumes_without_duplicates_or_gaps(sqlite_env, tmp_p
 
     # The daemon's failure sensor frees them; the completion sensor then settles the job.
     store_resource = StoreResource(home=os.environ["BILANCIO_HOME"])
-    sensors.batch_failure_sensor(_status_context(instance, batch, "PIPELINE_FAILURE"), store=store_resource)
+    list(sensors.batch_failure_sensor(_status_context(instance, batch, "PIPELINE_FAILURE"), store=store_resource) or [])
     assert {r["status"] for r in store.list_runs(JOB)} == {"failed"}
     context = dg.build_sensor_context(instance=instance, resources={"store": store_resource})
     (request,) = list(sensors.sweep_completion_sensor(context))
@@ -267,8 +267,8 @@ class RefusingArtifacts(ArtifactsResource):
 
 def test_refused_uploads_are_retried_and_the_missing_ones_reported(sqlite_env, monkeypatch):
     instance = sqlite_env
-    monkeypatch.setattr(batch_module, "UPLOAD_WAIT_INITIAL", 0.01)
-    monkeypatch.setattr(batch_module, "UPLOAD_WAIT_MAX", 0.02)
+    monkeypatch.setattr(uploads_module, "UPLOAD_WAIT_INITIAL", 0.01)
+    monkeypatch.setattr(uploads_module, "UPLOAD_WAIT_MAX", 0.02)
     planned = expand(validate(SweepSpec(**{**SPEC, "kappas": (0.5, 1.0), "seeds": (1, REFUSED_SEED)})))
     refused = {p.run_id for p in planned if p.params.seed == REFUSED_SEED}
     _uploads.clear()
@@ -283,7 +283,7 @@ def test_refused_uploads_are_retried_and_the_missing_ones_reported(sqlite_env, m
     assert len(store.get_metrics(runs)) == 8  # the metrics are stored whatever the uploads did
     for run_id, run in runs.items():
         if run_id in refused:
-            assert _uploads[run_id] == batch_module.UPLOAD_ATTEMPTS
+            assert _uploads[run_id] == uploads_module.UPLOAD_ATTEMPTS
             assert "artifacts not stored after" in run["error"] and "503 SlowDown" in run["error"]
         else:
             assert _uploads[run_id] == 2 and run["error"] is None  # refused once, stored on the retry

@@ -145,6 +145,11 @@ def get(job_id, fmt):
     output.echo("\nJob metrics:")
     if job_metrics:
         output.echo(output.render_record(job_metrics, "table", JOB_METRICS_KEYS))
+        spent = (job_metrics.get("raw_summary") or {}).get("compute")
+        if spent:  # where the time and money went (a sweep run on Modal)
+            from bilancio_pipeline.compute.cost import usage_line
+
+            output.echo("\n" + usage_line(spent))
     else:
         output.echo("  not computed yet (see `jobs metrics` for the pairs computed from the runs)")
 

@@ -30,6 +30,7 @@ class RunOutcome:
     day_metrics: list[dict[str, Any]] = field(default_factory=list)
     artifact_dir: str | None = None  # a local folder holding the run's artifacts (local pool)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path/URL already stored
+    artifacts_error: str | None = None  # why a completed run's artifacts could not be stored
     wall_ms: float = 0.0
     error: str | None = None
     call_id: str | None = None  # Modal function-call id, when run there
@@ -43,6 +44,11 @@ class Compute(ABC):
         """Run the tasks in parallel and yield one outcome per task as each finishes (any
         order). A failing task yields a failed outcome; it never stops the others."""
 
-    def check(self) -> None:
+    def check(self, artifacts: Any = None) -> None:
         """Raise with a clear message if this compute cannot be used (not configured, wrong
-        deployed version). Called once before a batch."""
+        deployed version, artifacts stored elsewhere than `artifacts`, the store the results
+        are read from). Called once before a batch."""
+
+    def usage_summary(self) -> dict[str, Any] | None:
+        """What the last batch spent where it is billed per second (Modal), else None."""
+        return None

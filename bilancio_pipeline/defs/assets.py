@@ -91,7 +91,8 @@ def simulate_runs(context: dg.AssetExecutionContext, config: BatchConfig, store:
             progress.flush()
             lifecycle.record_progress(db, job_id, {"batch_runs": len(batch.runs), "failed": len(batch.failed),
                                                    "skipped": len(batch.skipped),
-                                                   "missing_artifacts": len(batch.missing_artifacts)})
+                                                   "missing_artifacts": len(batch.missing_artifacts),
+                                                   "compute": batch.usage})  # Modal seconds and cost, or None
             _merge_into(merged, batch)
     finally:
         db.close()

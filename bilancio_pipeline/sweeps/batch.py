@@ -13,20 +13,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import retry, stop_after_attempt, wait_exponential_jitter
-
 from bilancio_pipeline.compute.base import Compute, RunOutcome, RunTask
+from bilancio_pipeline.compute.uploads import not_stored, store_run
+from bilancio_pipeline.engine.params import InvalidParameter, RunParams
 from bilancio_pipeline.storage.artifacts.base import ArtifactStore, run_prefix
 from bilancio_pipeline.storage.base import Row, Store
 from bilancio_pipeline.storage.schema import metrics as metrics_table
 from bilancio_pipeline.sweeps import lifecycle
+from bilancio_pipeline.sweeps.spec import run_id_for
 
+# A run's parameters: these columns of its row, plus the sweep's `extra` (q_total, face_value, …),
+# which are the same for every run of a sweep and kept in the job's spec.
 _PARAM_COLUMNS = ("n_agents", "maturity_days", "kappa", "concentration", "mu", "outside_mid_ratio", "seed",
                   "regime", "cash_accounting")
 _METRIC_COLUMNS = tuple(c for c in metrics_table.columns.keys()
                         if c not in ("run_id", "job_id", "raw_metrics", "created_at", "updated_at", "trading_effect"))
-UPLOAD_ATTEMPTS = 4
-UPLOAD_WAIT_INITIAL, UPLOAD_WAIT_MAX = 0.2, 2.0  # seconds between upload attempts (exponential, jittered)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class BatchResult:
     missing_artifacts: dict[str, str] = field(default_factory=dict)  # run_id -> upload error
     simulate_seconds: float = 0.0
     upload_seconds: float = 0.0
+    usage: dict[str, Any] | None = None  # Modal CPU-seconds and estimated cost (compute.cost), if on Modal
 
     @property
     def completed(self) -> list[str]:
@@ -62,12 +64,18 @@ def metrics_row(job_id: str, outcome: RunOutcome) -> Row:
     return row
 
 
-def _upload(artifacts: ArtifactStore, job_id: str, outcome: RunOutcome) -> dict[str, str]:
-    @retry(stop=stop_after_attempt(UPLOAD_ATTEMPTS), wait=wait_exponential_jitter(initial=UPLOAD_WAIT_INITIAL, max=UPLOAD_WAIT_MAX), reraise=True)
-    def attempt() -> dict[str, str]:
-        return artifacts.move_run(job_id, outcome.run_id, outcome.artifact_dir)
-
-    return attempt()
+def run_params(job_id: str, row: Row, extra: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that named the run: its row's columns and the sweep's extra ones. The run
+    id is a hash of all of them, so recomputing it proves nothing was lost on the way."""
+    run_id = row["run_id"]
+    try:
+        params = RunParams(**{**extra, **{c: row[c] for c in _PARAM_COLUMNS}})
+    except (InvalidParameter, TypeError) as exc:
+        raise ValueError(f"run {run_id}: its stored parameters are invalid: {exc}") from None
+    if run_id_for(job_id, params) != run_id:
+        raise ValueError(f"run {run_id}: its stored parameters do not give back its run id "
+                         "(its runs row or the job's spec changed after launch)")
+    return params.to_dict()
 
 
 def run_batch(
@@ -100,11 +108,22 @@ def run_batch(
         todo.append(rows[run_id])
     if not todo:
         return result
-    policy = store.get_job(job_id).get("artifact_policy") or "all"
-    tasks = [RunTask(row["run_id"], job_id, {c: row[c] for c in _PARAM_COLUMNS}, policy) for row in todo]
+    job = store.get_job(job_id)
+    policy = job.get("artifact_policy") or "all"
+    extra = dict((job.get("spec") or {}).get("extra") or {})
+    tasks = []
+    for row in todo:
+        try:
+            tasks.append(RunTask(row["run_id"], job_id, run_params(job_id, row, extra), policy))
+        except ValueError as exc:  # never run something other than what the run id names
+            result.failed[row["run_id"]] = str(exc)
+            result.runs.append({"run_id": row["run_id"], "job_id": job_id, "status": "failed", "error": str(exc),
+                                "completed_at": lifecycle.now()})
+    if not tasks:
+        return result
 
     lifecycle.mark_started(store, job_id, [t.run_id for t in tasks])
-    compute.check()
+    compute.check(artifacts)
     scratch = tempfile.mkdtemp(prefix=f"bilancio-{job_id}-")
     started = time.perf_counter()
     try:
@@ -115,6 +134,7 @@ def run_batch(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.simulate_seconds = time.perf_counter() - started - result.upload_seconds
+    result.usage = compute.usage_summary()
     return result
 
 
@@ -126,16 +146,17 @@ def _collect(result: BatchResult, artifacts: ArtifactStore, job_id: str, outcome
                             "execution_time_ms": outcome.wall_ms or None, "modal_call_id": outcome.call_id,
                             "completed_at": stamp})
         return
-    urls = dict(outcome.artifacts)
-    error = None
+    urls = dict(outcome.artifacts)  # stored by the compute itself (a Modal container), or:
+    error = outcome.artifacts_error
     if outcome.artifact_dir:
         t0 = time.perf_counter()
         try:
-            urls = _upload(artifacts, job_id, outcome)
+            urls = store_run(artifacts, job_id, outcome.run_id, outcome.artifact_dir)
         except Exception as exc:  # the metrics are kept; the gap is reported, never silent
-            error = f"artifacts not stored after {UPLOAD_ATTEMPTS} attempts: {type(exc).__name__}: {exc}"
-            result.missing_artifacts[outcome.run_id] = error
+            error = not_stored(exc)
         result.upload_seconds += time.perf_counter() - t0
+    if error:
+        result.missing_artifacts[outcome.run_id] = error
     result.runs.append({"run_id": outcome.run_id, "job_id": job_id, "status": "completed", "error": error,
                         "execution_time_ms": outcome.wall_ms, "modal_call_id": outcome.call_id, "completed_at": stamp})
     result.metrics.append(metrics_row(job_id, outcome))

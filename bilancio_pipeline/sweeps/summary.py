@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bilancio_pipeline.compute.cost import sweep_usage
 from bilancio_pipeline.engine.aggregate import aggregate_job_metrics
 from bilancio_pipeline.storage.base import Row, Store
 from bilancio_pipeline.storage.schema import job_metrics as job_metrics_table
@@ -31,6 +32,9 @@ def summarize(store: Store, job_id: str) -> SweepSummary:
     row = {c: aggregate.get(c) for c in _JOB_METRICS_COLUMNS if c in aggregate and c not in ("created_at", "updated_at")}
     row["job_id"] = job_id
     row["raw_summary"] = json.loads(json.dumps(aggregate.get("raw_summary", {}), default=float))
+    spent = sweep_usage(store.list_events(job_id))  # Modal CPU-seconds and estimated cost
+    if spent:
+        row["raw_summary"]["compute"] = spent
     run_of = {(*(r[k] for k in _CELL), r["regime"]): r["run_id"] for r in completed}
     effects = {}
     for pair in pairs:
