@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import click
 
@@ -270,6 +271,20 @@ def compare(job_a, job_b, fmt):
         if diffs:
             output.echo(f"\nmean trading_effect_diff {sum(diffs) / len(diffs):.4g} over {len(diffs)} cells")
     output.echo(f"only in A: {len(result['only_in_a'])} cells, only in B: {len(result['only_in_b'])} cells")
+
+
+@command.command("visualize")
+@cloud_option
+@click.argument("job_id")
+@click.option("--output", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write [default: ./<JOB_ID>_report.html].")
+@click.option("--compare", "compare_with", metavar="JOB_B", help="Also draw the comparison with this sweep.")
+@friendly_errors
+def visualize(job_id, out_file, compare_with):
+    """The sweep's interactive HTML report (the same as `bilancio-pipeline report`)."""
+    from bilancio_pipeline.cli.report import write_report
+
+    write_report(job_id, out_file, compare_with)
 
 
 COMPARE_HEADERS = {"concentration": "conc", "outside_mid_ratio": "rho", "delta_passive_a": "δp A",

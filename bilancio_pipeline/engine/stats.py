@@ -141,17 +141,25 @@ def variance_decomposition(rows: Sequence[Mapping[str, Any]], value: str,
 
 
 def cell_effects(pairs: Sequence[Mapping[str, Any]], value: str = "trading_effect") -> list[dict[str, Any]]:
-    """Per grid cell (κ, c, μ, ρ) over its seeds: n, the mean of `value` and its t interval."""
-    groups: dict[tuple, list[float]] = {}
+    """Per grid cell (κ, c, μ, ρ) over its seeds: n, the mean of `value` and its t interval,
+    and the mean δ passive and δ active."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
     cell_keys = FACTORS[:-1]
     for p in pairs:
         if p.get(value) is not None:
-            groups.setdefault(tuple(p[k] for k in cell_keys), []).append(float(p[value]))
+            groups.setdefault(tuple(p[k] for k in cell_keys), []).append(p)
     cells = []
     for key in sorted(groups):
-        values = groups[key]
+        group = groups[key]
+        values = [float(p[value]) for p in group]
         low, high = mean_ci(values)
         cells.append({**dict(zip(cell_keys, key)), "n": len(values), "mean": math.fsum(values) / len(values),
                       "ci_low": low, "ci_high": high,
-                      "excludes_zero": low is not None and (low > 0 or high < 0)})
+                      "excludes_zero": low is not None and (low > 0 or high < 0),
+                      **{k: _mean_of(group, k) for k in ("delta_passive", "delta_active")}})
     return cells
+
+
+def _mean_of(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in rows if r.get(key) is not None]
+    return math.fsum(values) / len(values) if values else None
