@@ -544,6 +544,38 @@ def test_open_store_picks_rest_from_supabase_settings():
         store.close()
 
 
+# --- the schema, checked over the API --------------------------------------------------------
+
+
+def test_db_status_and_upgrade_over_rest_name_what_is_missing_and_what_to_run(server, monkeypatch):
+    from click.testing import CliRunner
+
+    from bilancio_pipeline.cli.main import cli
+    from bilancio_pipeline.storage import migrations, rest
+
+    monkeypatch.setattr(rest, "RestStore", lambda url, key, **kw: RestStore(url, key, http_client=server.client(), **kw))
+    env = {"BILANCIO_SUPABASE_URL": URL, "BILANCIO_SUPABASE_KEY": KEY, "BILANCIO_SUPABASE_DB_URL": ""}
+    newest = migrations.available()[-1]
+    server.hidden_columns = set(migrations.added_columns(newest))
+    assert server.hidden_columns, "the newest migration adds no column: hide another one"
+
+    status = CliRunner().invoke(cli, ["db", "status", "--format", "json"], env=env)
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert report["pending"] == [newest.filename]
+    assert report["missing_columns"] == [f"{t}.{c}" for t, c in migrations.added_columns(newest)]
+    (described,) = [r for r in server.requests if r.url.path == "/rest/v1/"]
+    assert described.method == "GET" and described.headers["accept"] == "application/openapi+json"
+
+    upgrade = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert upgrade.exit_code == 1
+    assert "supabase db push" in upgrade.output and newest.filename in upgrade.output and KEY not in upgrade.output
+
+    server.hidden_columns = set()
+    current = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert current.exit_code == 0 and "nothing to do" in current.output
+
+
 # --- a real Supabase project (only with credentials) ---------------------------------------
 
 

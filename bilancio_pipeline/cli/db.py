@@ -182,6 +182,6 @@ def _print_rest(store, fmt: str) -> None:
     if fmt == "json":
         echo(to_json(report))
         return
-    _print({**report, "exists": False}, fmt,
-           "the version is not visible over REST; checked the columns the API serves instead"
-           + ("" if not missing else f": it lacks {len(missing)} (`bilancio-pipeline db upgrade` shows how to add them)"))
+    note = "checked against the columns the API serves" + (
+        f": it lacks {len(missing)} (`bilancio-pipeline db upgrade` shows how to add them)" if missing else "")
+    _print({**report, "version": "not visible over REST", "exists": False}, fmt, note)

@@ -1,11 +1,13 @@
-"""The table store over Supabase's REST API (PostgREST), through supabase-py.
+"""The table store over Supabase's REST API (PostgREST), in PostgREST's documented protocol
+(https://docs.postgrest.org/en/stable/references/api/tables_views.html) with httpx.
 
-Requests are built with supabase-py's query builders, so the wire format (`on_conflict`,
-`Prefer: resolution=merge-duplicates`, `columns=`, filters) is the client's own. They are sent
-by this module rather than by `.execute()` because the HTTP status is what tells a transient
-failure (network error, 429, 5xx) from a refusal, and `.execute()` does not report it; the
-client's own retry loop (GETs only, fixed sleeps, no deadline) is switched off in favour of
-one policy for every request: exponential backoff with jitter under a deadline.
+Each request is spelled here (`_Query`): the table's path, filters as `column=op.value`
+parameters, `order`, `offset`/`limit`, `on_conflict` and `columns` for upserts, and the `Prefer`
+options (`resolution=merge-duplicates`, `return=minimal`, `count=exact`). Plain HTTP rather than
+supabase-py's builders: the store needs each response's HTTP status (a transient failure —
+network error, 429, 5xx — is retried, a refusal is not), which the builders' `.execute()` does
+not report; and it uses no client library's private objects, so an upgrade of one cannot break
+it. One retry policy for every request: exponential backoff with jitter under a deadline.
 
 Writes are chunked (the client sends one POST however many rows it is given), one request per
 set of columns, so that an upsert never nulls a column a row did not carry. A row that lacks
@@ -32,8 +34,6 @@ from typing import Any
 import httpx
 import orjson
 import tenacity
-from postgrest.types import CountMethod, ReturnMethod
-from supabase import ClientOptions, create_client
 
 from bilancio_pipeline.storage import schema
 from bilancio_pipeline.storage.values import column_kind, list_of, to_bool, to_utc
@@ -220,6 +220,59 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+_RESERVED = re.compile(r'[,:()"\\\s]')
+
+
+def _list_item(value: str) -> str:
+    """A value inside `in.(…)`: double-quoted (with \\ escapes) if it holds a reserved character."""
+    if not _RESERVED.search(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _Query:
+    """One PostgREST request: method, table, query parameters, `Prefer` options and JSON body."""
+
+    def __init__(self, method: str, table: str, *, columns: str | None = None, body: Any = None,
+                 prefer: Sequence[str] = ()):
+        self.method, self.table, self.body, self.prefer = method, table, body, list(prefer)
+        self.params: list[tuple[str, str]] = [] if columns is None else [("select", columns)]
+
+    def where(self, column: str, condition: str) -> _Query:
+        """A filter as PostgREST writes it, e.g. ("kappa", "lt.0.5") or ("or", "(…)")."""
+        self.params.append((column, condition))
+        return self
+
+    def eq(self, column: str, value: Any) -> _Query:
+        return self.where(column, f"eq.{value}")
+
+    def in_(self, column: str, values: Iterable[str]) -> _Query:
+        return self.where(column, "in.(" + ",".join(_list_item(str(v)) for v in values) + ")")
+
+    def order(self, terms: Sequence[tuple]) -> _Query:
+        """(column, descending[, "nulls last"]) terms, most significant first."""
+        spelled = [f"{column}.{'desc' if descending else 'asc'}{'.nullslast' if nulls else ''}"
+                   for column, descending, *nulls in terms]
+        return self.where("order", ",".join(spelled))
+
+    def page(self, offset: int, limit: int) -> _Query:
+        return self.where("offset", str(offset)).where("limit", str(limit))
+
+
+def _upsert(table: str, rows: list[dict], on_conflict: str) -> _Query:
+    query = _Query("POST", table, body=rows, prefer=["return=minimal", "resolution=merge-duplicates"])
+    return query.where("on_conflict", on_conflict).where("columns", _column_list(rows))
+
+
+def _insert(table: str, rows: list[dict]) -> _Query:
+    return _Query("POST", table, body=rows, prefer=["return=minimal"]).where("columns", _column_list(rows))
+
+
+def _column_list(rows: list[dict]) -> str:
+    # Names the columns the body sets: any other column keeps its stored value or default.
+    return ",".join(f'"{name}"' for name in dict.fromkeys(k for row in rows for k in row))
+
+
 # --- the store -----------------------------------------------------------------------------
 
 
@@ -263,13 +316,7 @@ class RestStore(Store):
         self._wait = wait if wait is not None else tenacity.wait_random_exponential(multiplier=0.25, max=8)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout_s, follow_redirects=True)
-        options = ClientOptions(
-            httpx_client=self._http,
-            postgrest_client_retry=False,  # retried here, with backoff and a deadline
-            auto_refresh_token=False,
-            persist_session=False,
-        )
-        self._client = create_client(self._url, key, options)
+        self._headers = {"apikey": key, "Authorization": f"Bearer {key}", "Accept": "application/json"}
 
     def __repr__(self) -> str:  # never the key
         return f"RestStore({self._url!r})"
@@ -280,15 +327,11 @@ class RestStore(Store):
 
     # --- sending --------------------------------------------------------------------------
 
-    def _table(self, name: str):
-        return self._client.table(name)
-
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    def _send(self, builder, what: str, *, idempotent: bool = True) -> httpx.Response:
-        """Send a built request, retrying transient failures until the deadline."""
-        request = builder.request
+    def _send(self, query: _Query, what: str, *, idempotent: bool = True) -> httpx.Response:
+        """Send a request, retrying transient failures until the deadline."""
         retry_if = (lambda e: isinstance(e, _Transient)) if idempotent else (
             lambda e: isinstance(e, _Transient) and e.not_applied
         )
@@ -304,15 +347,23 @@ class RestStore(Store):
             reraise=True,
         )
         try:
-            return retrying(self._send_once, request, what)
+            return retrying(self._send_once, query, what)
         except _Transient as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             message = f"{what} failed after {attempts} attempt(s): {exc}"
             raise StoreError(BACKEND, self._scrub(message), transient=True) from None
 
-    def _send_once(self, request, what: str) -> httpx.Response:
+    def _send_once(self, query: _Query, what: str) -> httpx.Response:
+        headers = dict(self._headers)
+        if query.prefer:
+            headers["Prefer"] = ",".join(query.prefer)
+        content = None
+        if query.body is not None:
+            headers["Content-Type"] = "application/json"
+            content = orjson.dumps(query.body, option=orjson.OPT_NON_STR_KEYS)  # also str subclasses as keys
         try:
-            response = request.send(httpx.Headers())
+            response = self._http.request(query.method, f"{self._url}/rest/v1/{query.table}", params=query.params,
+                                          headers=headers, content=content)
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise _Transient(self._scrub(f"{type(exc).__name__}: {exc}"), isinstance(exc, _NOT_APPLIED_ERRORS)) from None
         except httpx.HTTPError as exc:
@@ -392,8 +443,7 @@ class RestStore(Store):
             complete += self._complete_from_stored(table, partial)
         on_conflict = ",".join(schema.CONFLICT_KEYS[table])
         for batch in self._batches(complete):
-            builder = self._table(table).upsert(batch, on_conflict=on_conflict, returning=ReturnMethod.minimal)
-            self._send(builder, f"upsert of {len(batch)} row(s) into {table}")
+            self._send(_upsert(table, batch, on_conflict), f"upsert of {len(batch)} row(s) into {table}")
 
     def _complete_from_stored(self, table: str, partial: list[dict]) -> list[dict]:
         """Rows that lack columns a new row needs can only change stored rows: read those and
@@ -433,11 +483,8 @@ class RestStore(Store):
         position = offset
         while limit is None or len(rows) < limit:
             size = self.page_size if limit is None else min(self.page_size, limit - len(rows))
-            builder = build(self._table(table).select(columns))
-            for column, descending, *nulls_last in order:
-                builder = builder.order(column, desc=descending, nullsfirst=False if nulls_last else None)
-            builder = builder.range(position, position + size - 1)
-            page = self._rows(self._send(builder, what))
+            query = build(_Query("GET", table, columns=columns)).order(order).page(position, size)
+            page = self._rows(self._send(query, what))
             rows.extend(page)
             position += len(page)
             if len(page) < size:
@@ -463,8 +510,8 @@ class RestStore(Store):
 
     def get_job(self, job_id: str) -> Row:
         # A list query, not .single(): an unknown id is an empty list, not error PGRST116.
-        builder = self._table("jobs").select("*").eq("job_id", job_id).limit(1)
-        rows = self._rows(self._send(builder, f"read of job {job_id!r}"))
+        query = _Query("GET", "jobs", columns="*").eq("job_id", job_id).where("limit", "1")
+        rows = self._rows(self._send(query, f"read of job {job_id!r}"))
         if not rows:
             raise NotFound(BACKEND, f"job {job_id!r} not found")
         return _decode("jobs", rows)[0]
@@ -489,14 +536,14 @@ class RestStore(Store):
         payload.pop("job_id")
         payload["updated_at"] = _now()
         # return=representation (of the key only) tells whether any row matched.
-        builder = self._table("jobs").update(payload).eq("job_id", job_id).select("job_id")
-        if not self._rows(self._send(builder, f"update of job {job_id!r}")):
+        query = _Query("PATCH", "jobs", columns="job_id", body=payload, prefer=["return=representation"])
+        if not self._rows(self._send(query.eq("job_id", job_id), f"update of job {job_id!r}")):
             raise NotFound(BACKEND, f"job {job_id!r} not found")
 
     def delete_job(self, job_id: str) -> None:
         # Runs, metrics, events and job_metrics go with it: the foreign keys cascade.
-        builder = self._table("jobs").delete(returning=ReturnMethod.minimal).eq("job_id", job_id)
-        self._send(builder, f"delete of job {job_id!r}")
+        query = _Query("DELETE", "jobs", prefer=["return=minimal"]).eq("job_id", job_id)
+        self._send(query, f"delete of job {job_id!r}")
 
     # --- events ---------------------------------------------------------------------------
 
@@ -509,9 +556,8 @@ class RestStore(Store):
             row.setdefault("timestamp", now)
             row.setdefault("details", {})
         for batch in self._batches(rows):
-            builder = self._table("job_events").insert(batch, returning=ReturnMethod.minimal)
             # A plain insert is not idempotent: resent only when the server surely did nothing.
-            self._send(builder, f"insert of {len(batch)} event(s)", idempotent=False)
+            self._send(_insert("job_events", batch), f"insert of {len(batch)} event(s)", idempotent=False)
 
     def list_events(self, job_id: str) -> list[Row]:
         return self._select_all(
@@ -547,11 +593,9 @@ class RestStore(Store):
         # One count per status (HEAD with count=exact): constant cost, however many runs.
         counts = dict.fromkeys(schema.RUN_STATUSES, 0)
         for status in schema.RUN_STATUSES:
-            builder = (
-                self._table("runs").select("run_id", count=CountMethod.exact, head=True)
-                .eq("job_id", job_id).eq("status", status)
-            )
-            response = self._send(builder, f"counting {status} runs of job {job_id!r}")
+            query = _Query("HEAD", "runs", columns="run_id", prefer=["count=exact"])
+            response = self._send(query.eq("job_id", job_id).eq("status", status),
+                                  f"counting {status} runs of job {job_id!r}")
             total = response.headers.get("content-range", "").rpartition("/")[2]
             if not total.isdigit():
                 raise StoreError(BACKEND, f"counting runs: the server sent no row count (Content-Range {total!r})")
@@ -600,7 +644,7 @@ class RestStore(Store):
             # The filter module wrote PostgREST's own `key=op.value` syntax with values
             # escaped; they go on the query as they are.
             for key, value in params:
-                query.request.params = query.request.params.add(key, value)
+                query = query.where(key, value)
             return query
 
         # NULLs last both ways, as the SQL store does; then a total order, so that pages
@@ -617,8 +661,8 @@ class RestStore(Store):
         self._upsert("job_metrics", [row])
 
     def get_job_metrics(self, job_id: str) -> Row | None:
-        builder = self._table("job_metrics").select("*").eq("job_id", job_id).limit(1)
-        rows = self._rows(self._send(builder, f"read of job metrics of {job_id!r}"))
+        query = _Query("GET", "job_metrics", columns="*").eq("job_id", job_id).where("limit", "1")
+        rows = self._rows(self._send(query, f"read of job metrics of {job_id!r}"))
         return _decode("job_metrics", rows)[0] if rows else None
 
     # --- housekeeping ---------------------------------------------------------------------
@@ -626,7 +670,7 @@ class RestStore(Store):
     def exposed_columns(self) -> dict[str, set[str]]:
         """The tables and views the API serves, with their columns, from the OpenAPI description
         PostgREST publishes at its root: how the schema can be checked without a database login."""
-        headers = {"apikey": self._key, "Authorization": f"Bearer {self._key}", "Accept": "application/openapi+json"}
+        headers = {**self._headers, "Accept": "application/openapi+json"}
         try:
             response = self._http.get(f"{self._url}/rest/v1/", headers=headers)
         except httpx.HTTPError as exc:
