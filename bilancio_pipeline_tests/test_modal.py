@@ -139,8 +139,8 @@ def test_run_simulation_writes_the_run_to_the_volume(tmp_path, monkeypatch):
     assert len(result["day_metrics"]) == len(expected.day_metrics)
     base = "modal://bilancio-results/calm-lake/runs/calm-lake_passive_aaaaaaaaaaaa/"
     assert len(result["artifacts"]) >= 5 and "run.html" in result["artifacts"]
-    for name, url in result["artifacts"].items():
-        assert url == base + name
+    for name, url in result["artifacts"].items():  # plain names; the file as kept, maybe gzipped
+        assert url in (base + name, base + name + ".gz")
         assert (tmp_path / url.removeprefix("modal://bilancio-results/")).is_file()
 
 
@@ -588,3 +588,52 @@ def test_a_sweep_through_modal_stores_artifacts_on_r2_and_its_cost(tmp_path, mon
     got = runner.invoke(cli, ["artifacts", "download", "modal-sweep", "--run", done, "--out", str(tmp_path / "dl")])
     assert got.exit_code == 0, got.output
     assert (tmp_path / "dl" / done / "run.html").is_file() or list((tmp_path / "dl").rglob("run.html"))
+
+
+def test_without_r2_a_modal_sweep_stays_on_the_volume_and_download_reads_it_there(tmp_path, monkeypatch, modal_local):
+    """No BILANCIO_R2_*: the containers keep the files on the Modal Volume (here a folder behind a
+    stand-in for `modal.Volume`), and `artifacts download` and `volume ls` read them there."""
+    from click.testing import CliRunner
+
+    from bilancio_pipeline.cli.main import cli
+    from bilancio_pipeline.maintenance.modal_volume import ModalVolumeStore
+    from bilancio_pipeline.storage.artifacts.base import plain_name
+    from bilancio_pipeline.storage.artifacts.local import LocalArtifactStore
+    from bilancio_pipeline.storage.config import store_from_env
+    from bilancio_pipeline.sweeps.batch import run_batch
+    from bilancio_pipeline.sweeps.lifecycle import register_sweep
+    from bilancio_pipeline.sweeps.spec import SweepSpec, expand, validate
+    from bilancio_pipeline_tests.test_cleanup import FakeModalVolume
+
+    for var in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
+    store = store_from_env()
+    spec = validate(SweepSpec(sweep_type="ring", n_agents=6, maturity_days=3, kappas=(0.5, 1.0), job_id="on-volume",
+                              executor="modal"))
+    planned = expand(spec)
+    register_sweep(store, spec, planned)
+    batch = run_batch(store, LocalArtifactStore(tmp_path / "home" / "volume"), ModalCompute(), [p.run_id for p in planned])
+    store.upsert_runs(batch.runs)
+    store.upsert_runs(batch.artifacts)
+    store.close()
+    assert len(batch.completed) == 2 and not (tmp_path / "home" / "volume" / "on-volume").exists()
+
+    class Volume(FakeModalVolume):
+        def read_file(self, path):  # as modal.Volume.read_file: FileNotFoundError for a missing file
+            if path not in self.files:
+                raise FileNotFoundError(path)
+            return super().read_file(path)
+
+    fake = Volume()
+    fake.files = {p.relative_to(modal_local).as_posix(): (p.read_bytes(), 0) for p in modal_local.rglob("*") if p.is_file()}
+    monkeypatch.setattr(ModalVolumeStore, "volume", property(lambda self: fake))
+    runner = CliRunner()
+    got = runner.invoke(cli, ["artifacts", "download", "on-volume", "--out", str(tmp_path / "dl")])
+    assert got.exit_code == 0, got.output
+    assert sorted(p.relative_to(tmp_path / "dl").as_posix() for p in (tmp_path / "dl").rglob("*") if p.is_file()) == \
+        sorted(plain_name(k.removeprefix("on-volume/"))[0] for k in fake.files)  # plain files, decompressed
+    link = runner.invoke(cli, ["artifacts", "url", "on-volume", planned[0].run_id, "run.html"])
+    assert link.exit_code == 1 and "Modal Volume has no download URLs" in link.output
+    listed = runner.invoke(cli, ["volume", "ls", "--volume", "modal"])
+    assert listed.exit_code == 0 and "on-volume" in listed.output

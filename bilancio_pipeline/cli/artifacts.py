@@ -19,10 +19,16 @@ from bilancio_pipeline.storage.artifacts.base import ArtifactStore, run_key, run
 DOWNLOAD_THREADS = 8
 
 
-def _artifacts() -> ArtifactStore:
+def _artifacts(job: dict) -> ArtifactStore:
+    import os
+
+    from bilancio_pipeline.maintenance.cleanup import open_volume
     from bilancio_pipeline.storage.config import artifacts_from_env
 
-    return artifacts_from_env()
+    # A sweep run on Modal with no R2 configured kept its artifacts on the Modal Volume (the
+    # containers store on R2 exactly when it is configured, here and in their secret alike).
+    on_volume = job.get("executor") == "modal" and not os.environ.get("BILANCIO_R2_BUCKET")
+    return open_volume("modal", artifacts_from_env) if on_volume else artifacts_from_env()
 
 
 def _require_run(store, job_id: str, run_id: str) -> None:
@@ -44,10 +50,10 @@ def command():
 def download(job_id, run_id, out_dir):
     """Download a job's artifacts (every run, or one) with a progress bar."""
     with open_store() as store:
-        require_job(store, job_id)
+        job = require_job(store, job_id)
         if run_id != "all":
             _require_run(store, job_id, run_id)
-    artifacts = _artifacts()
+    artifacts = _artifacts(job)
     job_prefix = f"{job_id}/"
     prefix = job_prefix if run_id == "all" else run_prefix(job_id, run_id) + "/"
     keys = sorted(artifacts.list_keys(prefix))
@@ -107,9 +113,9 @@ def _size(n: int) -> str:
 def url(job_id, run_id, name, expires):
     """Print a time-limited download link for one artifact, e.g. out/events.jsonl."""
     with open_store() as store:
-        require_job(store, job_id)
+        job = require_job(store, job_id)
         _require_run(store, job_id, run_id)
-    artifacts = _artifacts()
+    artifacts = _artifacts(job)
     key = run_key(job_id, run_id, name)
     stored = artifacts.list_keys(run_prefix(job_id, run_id) + "/")
     if key not in stored:

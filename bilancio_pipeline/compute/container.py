@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bilancio_pipeline.compute.uploads import not_stored, store_run
-from bilancio_pipeline.storage.artifacts.base import ArtifactStore, run_prefix
+from bilancio_pipeline.storage.artifacts.base import ArtifactStore, plain_name, run_prefix
 
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name, never a path
 UPLOAD_THREADS = 8
@@ -89,7 +89,8 @@ class Runner:
             return done, None
         if self._uploads is None:
             base = f"modal://{self.volume}/{run_prefix(job_id, run_id)}"
-            done["artifacts"] = {name: f"{base}/{name}" for name in _files_below(out_dir)}
+            # named like a store's listing: the plain name, for the file as kept (maybe `.gz`)
+            done["artifacts"] = {plain_name(f)[0]: f"{base}/{f}" for f in _files_below(out_dir)}
             return done, None
         return done, self._uploads.submit(self._upload, job_id, run_id, out_dir)
 

@@ -6,12 +6,13 @@ layout as the local folder and the bucket, so the cleanup code treats all three 
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStore, StoredJob
+from bilancio_pipeline.storage.artifacts.base import GZIP_SUFFIX, ArtifactError, ArtifactStore, StoredJob, plain_name
 from bilancio_pipeline.storage.artifacts.keys import check_key, folder_prefix
 
 DEFAULT_VOLUME = "bilancio-results"
@@ -47,18 +48,23 @@ class ModalVolumeStore(ArtifactStore):
 
     def put_bytes(self, key: str, data: bytes) -> str:
         check_key(key, self.backend)
-        with self._translate(f"write {key!r}"):
-            with self.volume.batch_upload(force=True) as batch:
-                batch.put_file(io.BytesIO(data), key)
-        return self._url(key)
+        return self._put(key, data)
+
+    def put_compressed(self, key: str, gzipped: bytes) -> str:
+        """Kept as `<key>.gz`, the way the containers write run folders onto the volume."""
+        check_key(key, self.backend)
+        return self._put(key + GZIP_SUFFIX, gzipped)
 
     def get_bytes(self, key: str) -> bytes:
         check_key(key, self.backend)
         with self._translate(f"read {key!r}"):
-            return b"".join(self.volume.read_file(key))
+            try:
+                return b"".join(self.volume.read_file(key))
+            except FileNotFoundError:  # kept compressed
+                return gzip.decompress(b"".join(self.volume.read_file(key + GZIP_SUFFIX)))
 
     def list_keys(self, prefix: str) -> list[str]:
-        return sorted(path for path, _ in self._files(folder_prefix(prefix, self.backend)))
+        return sorted(plain_name(path)[0] for path, _ in self._files(folder_prefix(prefix, self.backend)))
 
     def delete_prefix(self, prefix: str) -> int:
         folder = folder_prefix(prefix, self.backend)
@@ -93,6 +99,12 @@ class ModalVolumeStore(ArtifactStore):
         raise ArtifactError("modal: a Modal Volume has no download URLs; use `modal volume get` or copy the run to R2")
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _put(self, path: str, data: bytes) -> str:
+        with self._translate(f"write {path!r}"):
+            with self.volume.batch_upload(force=True) as batch:
+                batch.put_file(io.BytesIO(data), path)
+        return self._url(path)
 
     def _url(self, key: str) -> str:
         return f"modal://{self.name}/{key}"
