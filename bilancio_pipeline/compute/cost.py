@@ -85,4 +85,4 @@ def usage_line(spent: Mapping[str, Any]) -> str:
     """One line for people: `jobs get` prints it under the job metrics."""
     return (f"Modal compute: {spent.get('cpu_seconds', 0):,.1f} CPU-seconds over {spent.get('wall_seconds', 0):,.1f} s "
             f"in {spent.get('inputs', 0):,} inputs ({spent.get('runs', 0):,} runs); estimated cost "
-            f"${spent.get('estimated_cost_usd', 0):.4f} at Modal's published rates")
+            f"${spent.get('estimated_cost_usd', 0):.6f} at Modal's published rates")
