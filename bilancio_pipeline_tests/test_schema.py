@@ -293,3 +293,14 @@ def test_service_role_writes(as_role, db):
 def test_roles_exist_without_login(db):
     rows = query(db, "select rolname, rolcanlogin from pg_roles where rolname in ('anon', 'authenticated', 'service_role')")
     assert dict(rows) == {"anon": False, "authenticated": False, "service_role": False}
+
+
+def test_every_column_has_exactly_one_owner():
+    """storage.base.COLUMN_GROUPS names who writes each column: a new column must get an owner."""
+    from bilancio_pipeline.storage.base import COLUMN_GROUPS, KEY_AND_STAMP_COLUMNS
+
+    assert set(COLUMN_GROUPS) == set(schema.TABLES)
+    for name, table in schema.TABLES.items():
+        owned = [column for columns in COLUMN_GROUPS[name].values() for column in columns]
+        assert len(owned) == len(set(owned)), f"{name}: a column with two owners"
+        assert set(owned) == set(table.columns.keys()) - set(KEY_AND_STAMP_COLUMNS), name

@@ -16,17 +16,13 @@ import dagster as dg
 
 from bilancio_pipeline.defs.partitions import job_id_of
 from bilancio_pipeline.defs.resources import StoreResource
-from bilancio_pipeline.storage.base import Row, Store
+from bilancio_pipeline.storage.base import Row, Store, write_rows
 from bilancio_pipeline.storage.schema import CONFLICT_KEYS, TABLES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_WRITERS = {  # table -> how a store writes its rows in bulk
-    "runs": lambda store, rows: store.upsert_runs(rows),
-    "metrics": lambda store, rows: store.upsert_metrics(rows),
-    "job_metrics": lambda store, rows: [store.save_job_metrics(r) for r in rows],
-}
+__all__ = ["SupabaseIOManager", "read_rows", "to_rows", "write_rows"]  # write_rows: storage.base's, used by assets
 
 
 def to_rows(obj: "pd.DataFrame | Sequence[Row] | Row") -> list[Row]:
@@ -37,17 +33,6 @@ def to_rows(obj: "pd.DataFrame | Sequence[Row] | Row") -> list[Row]:
         frame = obj.astype(object).where(obj.notna(), None)
         return frame.to_dict(orient="records")
     return [dict(r) for r in obj]
-
-
-def write_rows(store: Store, table: str, rows: Sequence[Row]) -> None:
-    """The one write path for asset outputs: a bulk upsert on the table's key."""
-    if table not in _WRITERS:
-        raise ValueError(f"the IO manager cannot write table {table!r}; it writes {sorted(_WRITERS)}")
-    unknown = {c for r in rows for c in r} - set(TABLES[table].columns.keys())
-    if unknown:
-        raise ValueError(f"rows for table {table!r} have columns the schema does not: {sorted(unknown)}")
-    if rows:
-        _WRITERS[table](store, list(rows))
 
 
 def read_rows(store: Store, table: str, keys: Sequence[str]) -> list[Row]:

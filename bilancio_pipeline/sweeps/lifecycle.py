@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import bilancio_pipeline
-from bilancio_pipeline.storage.base import NotFound, Row, Store
+from bilancio_pipeline.storage.base import NotFound, Row, Store, write_rows
 from bilancio_pipeline.sweeps import webhook  # POSTs the sweep's end when BILANCIO_WEBHOOK_URL is set
 from bilancio_pipeline.sweeps.spec import PlannedRun, SpecError, SweepSpec
 
@@ -115,8 +115,9 @@ def fail_unfinished(store: Store, job_id: str, run_ids: Iterable[str], reason: s
     stuck = [r["run_id"] for r in store.list_runs(job_id, run_ids=ids) if r["status"] in ("pending", "running")]
     if stuck:
         stamp = now()
-        store.upsert_runs([{"run_id": r, "job_id": job_id, "status": "failed", "error": reason, "completed_at": stamp}
-                           for r in stuck])
+        # The outcome the run's own output would have written, through the same write path.
+        write_rows(store, "runs", [{"run_id": r, "job_id": job_id, "status": "failed", "error": reason,
+                                    "completed_at": stamp} for r in stuck])
     return stuck
 
 
