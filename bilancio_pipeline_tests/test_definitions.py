@@ -29,8 +29,8 @@ def test_definitions_load_with_nothing_configured(monkeypatch):
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     assert {"launch_sweep_job", "sweep_batch_job", "job_metrics_job", "cleanup_volume_job",
             "supabase_keepalive_job"} <= jobs
-    assert {s.name for s in defs.sensors} == {"sweep_batches_sensor", "sweep_completion_sensor",
-                                              "batch_failure_sensor", "batch_canceled_sensor"}
+    assert {s.name for s in defs.sensors} == {"sweep_batches_sensor", "batch_success_sensor", "sweep_completion_sensor",
+                                              "batch_failure_sensor", "batch_canceled_sensor", "dead_run_sensor"}
     assert {s.name for s in defs.schedules} == {"cleanup_volume_schedule", "supabase_keepalive_schedule"}
     store = defs.resources["store"]
     assert store.db_url is None and store.supabase_url is None  # the embedded SQLite default

@@ -92,7 +92,7 @@ def test_a_dead_batch_leaves_no_run_running(env):
     assert [statuses[k] for k in keys[:3]] == ["running"] * 3  # what a killed worker leaves behind
 
     context = _status_context(instance, batch, "PIPELINE_FAILURE")
-    sensors.batch_failure_sensor(context, store=store_resource)
+    list(sensors.batch_failure_sensor(context, store=store_resource) or [])
     rows = {r["run_id"]: r for r in store.list_runs("sensor-sweep")}
     assert [rows[k]["status"] for k in keys[:3]] == ["failed"] * 3
     assert batch.run_id in rows[keys[0]]["error"]

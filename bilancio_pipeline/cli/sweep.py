@@ -64,6 +64,17 @@ def run_and_report(sweep_type: str, options: dict) -> dict:
     """Run the sweep with a progress line on stderr; print the job id and its job_metrics."""
     import os
 
+    from bilancio_pipeline.storage.base import StoreError
+    from bilancio_pipeline.storage.config import store_from_env
+    from bilancio_pipeline.storage.retrying import first_contact
+
+    store = store_from_env()
+    try:  # before Dagster loads (seconds): a store that never answers fails fast, in one line
+        first_contact(store)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
     from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
     from bilancio_pipeline.defs.instance import get_instance
 

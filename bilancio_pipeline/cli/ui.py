@@ -1,29 +1,156 @@
-"""`bilancio-pipeline ui`: the Dagster UI and daemon, on the same instance the command line uses."""
+"""`bilancio-pipeline ui`: the Dagster UI and daemon, on the same instance the command line uses.
 
+It runs `dagster dev` as a child and looks after it, as a process manager would:
+- before each start, runs left STARTED by processes that died (a crash, kill -9, a reboot) are
+  reported failed, so they free their slots and Dagster's run retries re-run them;
+- SIGTERM or SIGINT stops it cleanly (`dagster dev` alone ignores SIGTERM when it was started in
+  the background, where SIGINT is inherited as ignored); what has not stopped after
+  STOP_TIMEOUT_S is killed;
+- if `dagster dev` dies on its own (it shuts everything down when its daemon or webserver dies),
+  it is started again, a few times at most;
+- the console shows warnings and sweep events, not a sensor tick every few seconds.
+"""
+
+import importlib.util
 import os
-import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import click
 
 DEFAULT_PORT = 3000
+STOP_TIMEOUT_S = 30.0
+MAX_RESTARTS = 5  # unexpected exits of `dagster dev` in a row before giving up
+STABLE_AFTER_S = 120.0  # a `dagster dev` that ran this long resets the count
+
+
+_held: list = []  # the lock that says this process is the instance's only `ui`, held until exit
+
+
+def _prepare_instance() -> str:
+    """Open the instance once (creating its tables: the webserver and the daemon would race to do
+    it on a fresh instance), say what a user-written dagster.yaml lacks, end dead runs."""
+    from filelock import FileLock, Timeout
+
+    from bilancio_pipeline.defs.dead_runs import end_dead_runs
+    from bilancio_pipeline.defs.instance import get_instance, warnings_for
+
+    instance = get_instance()
+    home = os.environ["DAGSTER_HOME"]
+    try:
+        if not _held:
+            lock = FileLock(os.path.join(home, ".bilancio-ui.lock"))
+            try:
+                lock.acquire(timeout=0)  # released by the OS when this process ends, however it ends
+                _held.append(lock)
+            except Timeout:
+                click.echo("Warning: another `bilancio-pipeline ui` is running on this instance", err=True)
+        for problem in warnings_for(instance):
+            click.echo(f"Warning: {problem}", err=True)
+        # As the instance's only `ui`, no daemon but ours (not started yet) can be launching a
+        # run: one left STARTING was being launched by a daemon that died.
+        end_dead_runs(instance, no_launcher=bool(_held))
+    finally:
+        instance.dispose()
+    return home
 
 
 def serve(host: str, port: int) -> None:
-    """Replace this process with `dagster dev` (webserver + daemon) for our definitions."""
-    from bilancio_pipeline.defs.instance import apply_dagster_env, get_instance
+    """Run `dagster dev` (webserver + daemon) for our definitions until stopped."""
+    from bilancio_pipeline.defs.console import CONSOLE_ENV, events
 
-    # Create the instance's tables here, once: the webserver and the daemon would otherwise both
-    # create them at the same moment on a fresh instance.
-    get_instance().dispose()
-    home = os.environ["DAGSTER_HOME"]
-    apply_dagster_env()
-    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")
-    if not dagster:
-        raise click.ClickException("the `dagster` command is not installed; run `bash .ci/install`")
+    os.environ[CONSOLE_ENV] = "1"  # sweep events on this console, from every process below
+    events()
+    home = _prepare_instance()
+    if importlib.util.find_spec("dagster_webserver") is None:
+        raise click.ClickException("the Dagster webserver is not installed; run `bash .ci/install`")
+    from bilancio_pipeline.volume_http import start_beside_ui
+
+    if start_beside_ui(port):  # the local volume over http: report and artifact links open in the browser
+        click.echo(f"Results volume: {os.environ['BILANCIO_VOLUME_URL']}")
     click.echo(f"Dagster UI: http://{host}:{port}  (instance: {home}; Ctrl-C to stop)")
     sys.stdout.flush()
-    os.execv(dagster, [dagster, "dev", "-m", "bilancio_pipeline.definitions", "-h", host, "-p", str(port)])
+    # `dagster dev` warns on every start that `dg dev` supersedes it; `dg` is not installed here.
+    command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
+               "-m", "bilancio_pipeline.definitions", "-h", host, "-p", str(port), "--log-level", "warning"]
+    sys.exit(_supervise(command))
+
+
+def _supervise(command: list[str]) -> int:
+    stopping: list[int] = []
+    child: subprocess.Popen | None = None
+
+    def on_signal(signum, frame):
+        first = not stopping
+        stopping.append(signum)
+        if child is None or child.poll() is not None or not first:
+            return
+        # A Ctrl-C in a terminal reached `dagster dev` too (same process group): one is enough.
+        if signum == signal.SIGINT and _in_foreground():
+            return
+        child.send_signal(signal.SIGINT)
+
+    # Our own handlers also mean `dagster dev` starts with SIGINT at its default, never ignored.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    restarts = 0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(command)
+        code = _wait(child, stopping)
+        if stopping:
+            return 0
+        if time.monotonic() - started > STABLE_AFTER_S:
+            restarts = 0
+        restarts += 1
+        if restarts > MAX_RESTARTS:
+            click.echo(f"Error: dagster dev exited {MAX_RESTARTS} times in a row (last code {code}); giving up",
+                       err=True)
+            return 1
+        click.echo(f"Warning: dagster dev exited unexpectedly (code {code}); starting it again", err=True)
+        time.sleep(min(2.0 * restarts, 10.0))
+        if stopping:
+            return 0
+        _prepare_instance()
+
+
+def _wait(child: subprocess.Popen, stopping: list[int]) -> int:
+    """Wait for `dagster dev` to exit; once a stop was asked for, give it STOP_TIMEOUT_S, then kill
+    what is left of its process tree."""
+    import psutil
+
+    tree = []
+    while True:
+        try:
+            return child.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if not stopping:
+            continue
+        try:
+            tree = [psutil.Process(child.pid), *psutil.Process(child.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+        try:
+            return child.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            click.echo(f"Warning: dagster dev did not stop within {STOP_TIMEOUT_S:.0f} s; killing it", err=True)
+            for process in tree:
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            return child.wait()
+
+
+def _in_foreground() -> bool:
+    """This process belongs to the foreground process group of its terminal."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @click.command("ui")

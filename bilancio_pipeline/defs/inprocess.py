@@ -1,18 +1,26 @@
 """Run a whole sweep in this process, through the same Dagster jobs and assets the UI uses.
 
 The command line and the tests use this: it executes `launch_sweep_job`, then
-`sweep_batch_job` over contiguous ranges of the runs still to do, then `job_metrics_job`,
-all against the given instance, so the runs and materializations show up in the UI.
+`sweep_batch_job` over the batches the orchestrator plans (sweeps/orchestrator.py), then
+`job_metrics_job`, all against the given instance, so the runs and materializations show up in
+the UI. Runs left STARTED by an earlier process that died (a CLI sweep killed with kill -9) are
+ended first, so they never hold a run slot; if a UI's daemon is running, it takes such a sweep
+over by itself (defs/sensors.py).
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from bilancio_pipeline.defs.jobs import JOB_ID_TAG, LAUNCHED_BY_TAG, batch_size_for, batches, range_tags
-from bilancio_pipeline.defs.partitions import runs_partitions
-from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES, fail_unfinished
+from bilancio_pipeline.defs.dead_runs import HOST_TAG, end_dead_runs, this_host
+from bilancio_pipeline.defs.jobs import LAUNCHED_BY_TAG
+from bilancio_pipeline.defs.orchestration import batch_tags, partition_order
+from bilancio_pipeline.storage.base import StoreError
+from bilancio_pipeline.storage.retrying import first_contact
+from bilancio_pipeline.sweeps import orchestrator
+from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES
 
 
 # Dagster's console log at DEBUG would bury the progress line; the UI keeps the full log.
@@ -47,7 +55,10 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
                 return user.description
             while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
                 error = error.cause
-            return error.message.strip() if error else "step failed"
+            if error is None:
+                return "step failed"
+            # "pkg.module.SomeError: text" -> "text": the user reads what went wrong, not where.
+            return re.sub(r"^[\w.]+\.\w+: ", "", error.message.strip())
     return "the Dagster run failed"
 
 
@@ -59,35 +70,34 @@ def run_sweep(
     on_progress: Callable[[SweepProgress], None] | None = None,
 ) -> SweepProgress:
     """Launch (or resume) a sweep and run it to its job_metrics. Returns the final counts."""
-    tags = {LAUNCHED_BY_TAG: "cli"}
-    launch = defs.resolve_job_def("launch_sweep_job").execute_in_process(
-        run_config={**QUIET, "ops": {"launch_sweep": {"config": sweep_config}}}, instance=instance, tags=tags,
-        raise_on_error=False,
-    )
-    if not launch.success:
-        raise SweepFailed(failure_message(launch))
-    job_id = launch.output_for_node("launch_sweep")
-
+    end_dead_runs(instance)
     store = defs.resources["store"].process_config_and_initialize().open()
     try:
-        runs = store.list_runs(job_id)
-        progress = SweepProgress(job_id, len(runs), store.run_counts(job_id))
-        order = {k: i for i, k in enumerate(instance.get_dynamic_partitions(runs_partitions.name))}
-        todo = sorted((r["run_id"] for r in runs if r["status"] != "completed"), key=lambda k: order[k])
+        try:
+            first_contact(store)
+        except StoreError as exc:
+            raise SweepFailed(str(exc)) from None
+        # This process settles its own failed batches; Dagster cannot re-execute an in-process run.
+        tags = {LAUNCHED_BY_TAG: "cli", HOST_TAG: this_host(), "dagster/max_retries": "0"}
+        launch = defs.resolve_job_def("launch_sweep_job").execute_in_process(
+            run_config={**QUIET, "ops": {"launch_sweep": {"config": sweep_config}}}, instance=instance, tags=tags,
+            raise_on_error=False,
+        )
+        if not launch.success:
+            raise SweepFailed(failure_message(launch))
+        job_id = launch.output_for_node("launch_sweep")
+        counts = store.run_counts(job_id)
+        progress = SweepProgress(job_id, sum(counts.values()), counts)
         if on_progress:
             on_progress(progress)
         batch_job = defs.resolve_job_def("sweep_batch_job")
-        for first, last, count in batches(todo, batch_size or batch_size_for(len(todo))):
+        for batch in orchestrator.next_batches(store, job_id, partition_order(instance), batch_size):
             result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
-                                                  tags={**tags, **range_tags(first, last), JOB_ID_TAG: job_id},
-                                                  raise_on_error=False)
+                                                  tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
             if not result.success:
-                # What the batch failure sensor does under the daemon: runs the dead batch left
-                # `running` become `failed`, so the job cannot be reported complete or stay running.
-                start = todo.index(first)
-                fail_unfinished(store, job_id, todo[start:start + count],
-                                f"the Dagster run {result.run_id} that was executing this run failed: "
-                                f"{failure_message(result)}")
+                orchestrator.batch_ended_badly(store, job_id, batch.run_ids,
+                                               f"the Dagster run {result.run_id} that was executing this run "
+                                               f"failed: {failure_message(result)}", will_retry=False)
             progress.counts = store.run_counts(job_id)
             if on_progress:
                 on_progress(progress)

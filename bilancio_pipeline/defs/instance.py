@@ -1,13 +1,20 @@
-"""The Dagster instance the UI, the daemon and the command line share.
+"""The Dagster instance the UI, the daemon and the command line share, and the one place that
+decides its settings (dagster.yaml and the DAGSTER_* environment) for all of them.
 
 DAGSTER_HOME, if set, wins. Otherwise it is `<BILANCIO_HOME>/dagster`, created on first use with
-a dagster.yaml sized for a small machine: runs queue and start two at a time (one per core),
-the queue is checked every second and its runs are launched in parallel threads, and sensors
-evaluate and submit runs in threads so a sweep's batches are requested promptly. Its storage is
-Dagster's SQLite storage with a faster event log for batches (event_log_storage.py);
+a dagster.yaml sized for a small machine: sweep batches run one per core (a tag limit, so a
+launch or a job_metrics run never waits behind batches), the queue is checked every second and
+its runs are launched in parallel threads, sensors evaluate and submit runs in threads so a
+sweep's batches are requested promptly, and a run that dies is retried by Dagster's run retries
+(batches are idempotent; each job says how many times, see jobs.py). Its storage is Dagster's
+SQLite storage with a faster event log for batches (event_log_storage.py);
 BILANCIO_DAGSTER_PG_URL puts the instance's own storage on PostgreSQL.
+
+A dagster.yaml written by an earlier version of this project is upgraded in place (its storage
+settings kept); one the user wrote is left alone, and `warnings_for` says what it lacks.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +22,15 @@ import yaml
 from filelock import FileLock
 
 from bilancio_pipeline.storage.config import bilancio_home
+from bilancio_pipeline.sweeps.orchestrator import batch_slots
+
+log = logging.getLogger(__name__)
+
+BATCH_POOL_TAG = "bilancio/pool"  # sweep batches carry {BATCH_POOL_TAG: BATCH_POOL}; their run limit
+BATCH_POOL = "sweep_batches"
+CONFIG_VERSION = 2
+_HEADER = f"# bilancio-pipeline instance settings, version {CONFIG_VERSION}. Remove this line to keep your own edits.\n"
+_STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 
 
 # Dagster settings that live in the environment, not dagster.yaml, read by the daemon and the run
@@ -30,16 +46,23 @@ DAGSTER_ENV = {
 
 
 def apply_dagster_env() -> None:
+    """Set the DAGSTER_* settings (a user's own values win); every process that opens the
+    instance through `ensure_dagster_home` gets them: the UI, its daemon and run workers, the CLI."""
     for name, value in DAGSTER_ENV.items():
         os.environ.setdefault(name, value)
 
 
 def instance_config(home: Path) -> dict:
     """dagster.yaml's content for an instance living in the folder `home`."""
-    cores = os.cpu_count() or 2
-    max_runs = int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS", cores))
+    slots = batch_slots()
+    # Two slots beyond the batches' own: a launch or a job_metrics run starts at once even when
+    # every batch slot is taken; runs of UI backfills share the batches' limit.
+    max_runs = slots + 2
     config = {
-        "concurrency": {"runs": {"max_concurrent_runs": max_runs}},
+        "concurrency": {"runs": {"max_concurrent_runs": max_runs, "tag_concurrency_limits": [
+            {"key": BATCH_POOL_TAG, "value": BATCH_POOL, "limit": slots},
+            {"key": "dagster/backfill", "limit": slots},
+        ]}},
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
@@ -51,7 +74,12 @@ def instance_config(home: Path) -> dict:
         # planned-materialization events, so they are submitted in parallel threads.
         "sensors": {"use_threads": True, "num_workers": 4, "num_submit_workers": 4},
         "schedules": {"use_threads": True, "num_workers": 2},
-        "run_monitoring": {"enabled": True, "poll_interval_seconds": 10},
+        # A run whose worker never reports started is failed after start_timeout_seconds; a
+        # started run whose worker died is found by the project's own check (defs/dead_runs.py):
+        # the default run launcher cannot tell Dagster's run monitoring about it.
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": 5, "start_timeout_seconds": 90},
+        # Which runs are retried, and how often, is set per job by the `dagster/max_retries` tag.
+        "run_retries": {"enabled": True, "max_retries": 0},
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
@@ -78,15 +106,74 @@ def sqlite_storage_config(home: Path) -> dict:
 
 
 def ensure_dagster_home() -> Path:
-    """Point DAGSTER_HOME at a folder with our dagster.yaml (kept if the user wrote their own)."""
+    """Point DAGSTER_HOME at a folder with our dagster.yaml (kept if the user wrote their own,
+    upgraded in place if an earlier version of this project wrote it) and apply DAGSTER_ENV."""
     home = Path(os.environ.get("DAGSTER_HOME") or bilancio_home() / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config_file = home / "dagster.yaml"
     with _first_use_lock(home):
         if not config_file.exists():
-            config_file.write_text(yaml.safe_dump(instance_config(home), sort_keys=False))
+            _write(config_file, instance_config(home))
+        else:
+            _upgrade_if_ours(config_file, home)
     os.environ["DAGSTER_HOME"] = str(home)
+    apply_dagster_env()
     return home
+
+
+def _write(config_file: Path, config: dict) -> None:
+    tmp = config_file.with_name(config_file.name + ".tmp")
+    tmp.write_text(_HEADER + yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(config_file)
+
+
+def _written_by_us(text: str, config: dict) -> int | None:
+    """The version of our settings a dagster.yaml holds, or None if a person wrote it."""
+    first = text.split("\n", 1)[0]
+    if first.startswith(_HEADER.split(",")[0]):
+        try:
+            return int(first.split("version", 1)[1].split(".")[0])
+        except (IndexError, ValueError):
+            return None
+    # Version 1 had no header; it is recognised by settings only it wrote together.
+    coordinator = (config.get("run_coordinator") or {}).get("config") or {}
+    v1_keys = {"concurrency", "run_coordinator", "sensors", "schedules", "run_monitoring", "telemetry", "nux",
+               *_STORAGE_KEYS}
+    if (set(config) <= v1_keys and coordinator.get("dequeue_use_threads") is True
+            and (config.get("sensors") or {}).get("num_submit_workers") == 4 and "run_retries" not in config):
+        return 1
+    return None
+
+
+def _upgrade_if_ours(config_file: Path, home: Path) -> None:
+    text = config_file.read_text()
+    try:
+        current = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return  # not ours to repair: Dagster will name the error
+    version = _written_by_us(text, current) if isinstance(current, dict) else None
+    if version is None or version >= CONFIG_VERSION:
+        return
+    upgraded = instance_config(home)
+    for key in _STORAGE_KEYS:  # the instance's history stays where it is
+        upgraded.pop(key, None)
+        if key in current:
+            upgraded[key] = current[key]
+    _write(config_file, upgraded)
+    log.warning("upgraded %s to the settings of this version (run retries, batch slots)", config_file)
+
+
+def warnings_for(instance) -> list[str]:
+    """What a user-written dagster.yaml lacks for sweeps to recover from crashes by themselves."""
+    problems = []
+    if not instance.run_retries_enabled:
+        problems.append("run retries are off, so a batch whose worker died is not retried "
+                        "(add `run_retries: {enabled: true}` to dagster.yaml)")
+    queue = instance.get_concurrency_config().run_queue_config
+    tags = {(lim.get("key"), lim.get("value")) for lim in (queue.tag_concurrency_limits or [])} if queue else set()
+    if (BATCH_POOL_TAG, BATCH_POOL) not in tags:
+        problems.append(f"no run limit for the tag {BATCH_POOL_TAG}={BATCH_POOL}, so launches can wait behind batches")
+    return problems
 
 
 def get_instance():

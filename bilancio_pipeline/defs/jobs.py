@@ -7,6 +7,7 @@ import dagster as dg
 
 from bilancio_pipeline.defs.assets import job_metrics, reset_for_recompute, simulate_runs, sweep_report
 from bilancio_pipeline.defs.config import SweepConfig
+from bilancio_pipeline.defs.instance import BATCH_POOL, BATCH_POOL_TAG
 from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
 from bilancio_pipeline.defs.run_metadata import sweep_page
@@ -15,6 +16,11 @@ from bilancio_pipeline.sweeps.spec import DEFAULT_MAX_RUNS, SpecError, expand, v
 
 JOB_ID_TAG = "bilancio/job_id"
 LAUNCHED_BY_TAG = "bilancio/launched_by"  # "cli" when the command line drives the batches itself
+# Every job is idempotent (a launch finds its sweep, a batch skips completed runs, job_metrics is
+# an upsert), so Dagster's run retries may re-run one whose worker died, up to this many times.
+# A failure of the code itself (a spec error, a simulation that raises) is not retried.
+RUN_RETRIES = int(os.environ.get("BILANCIO_RUN_RETRIES", "2"))
+RETRY_TAGS = {"dagster/max_retries": str(RUN_RETRIES), "dagster/retry_on_asset_or_op_failure": "false"}
 
 
 def max_runs() -> int:
@@ -65,6 +71,7 @@ def _parent_job_id(context: dg.OpExecutionContext) -> str:
 @dg.job(
     description="Launch a sweep: fill in the form, and its runs are materialized in batches.",
     executor_def=dg.in_process_executor,  # one small step: a step subprocess costs seconds of start-up
+    tags=RETRY_TAGS,
 )
 def launch_sweep_job():
     launch_sweep()
@@ -76,6 +83,7 @@ sweep_batch_job = dg.define_asset_job(
     partitions_def=runs_partitions,
     executor_def=dg.in_process_executor,  # one step per batch: a subprocess would only add start-up
     description="Simulate a range of `runs` partitions (one batch of a sweep).",
+    tags={**RETRY_TAGS, BATCH_POOL_TAG: BATCH_POOL},  # batches share the batch slots (instance.py)
 )
 
 job_metrics_job = dg.define_asset_job(
@@ -84,23 +92,8 @@ job_metrics_job = dg.define_asset_job(
     partitions_def=sweeps_partitions,
     executor_def=dg.in_process_executor,
     description="Aggregate a finished sweep into job_metrics, then draw its report.",
+    tags=RETRY_TAGS,
 )
-
-
-def batch_size_for(n_runs: int) -> int:
-    """Runs per Dagster run for a sweep: BILANCIO_BATCH_SIZE if set, else just enough batches to
-    fill the concurrent-run slots (one per core), kept between 25 and 500. Starting a Dagster
-    run costs seconds, so fewer, larger batches are faster; more than the slots cannot run."""
-    if os.environ.get("BILANCIO_BATCH_SIZE"):
-        return max(1, int(os.environ["BILANCIO_BATCH_SIZE"]))
-    slots = int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS") or os.cpu_count() or 2)
-    return min(500, max(25, -(-n_runs // slots)))
-
-
-def batches(run_ids: list[str], size: int) -> list[tuple[str, str, int]]:
-    """Contiguous (first, last, count) ranges of at most `size` runs, in partition order."""
-    return [(run_ids[i], run_ids[min(i + size, len(run_ids)) - 1], len(run_ids[i:i + size]))
-            for i in range(0, len(run_ids), size)]
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:

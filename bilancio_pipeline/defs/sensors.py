@@ -1,14 +1,62 @@
-"""Sensors that move a sweep along: batches after launch, job_metrics when the last run ends,
-and failed runs when a batch's Dagster run dies, so no job stays `running` forever."""
+"""Sensors that move a sweep along under the daemon, doing what the orchestrator
+(sweeps/orchestrator.py) decides:
+
+- after a launch, its unfinished runs are requested in batches;
+- as soon as a sweep's last batch ends, its job_metrics is requested (run-status hops, no
+  polling), with a slow periodic check as a safety net for hops missed while the daemon was down;
+- a batch that failed or was cancelled, and will not be retried, leaves no run `running`;
+- a run whose worker process is gone is reported failed (dead_runs.py), which frees its slot and
+  lets Dagster's run retries re-run it; a command-line sweep whose process died is taken over.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
-from bilancio_pipeline.defs.jobs import (
-    JOB_ID_TAG, LAUNCHED_BY_TAG, batch_size_for, batches, job_metrics_job, launch_sweep_job, range_tags, sweep_batch_job,
-)
-from bilancio_pipeline.defs.partitions import job_id_of, runs_partitions
+from bilancio_pipeline.defs import console, dead_runs
+from bilancio_pipeline.defs.jobs import JOB_ID_TAG, LAUNCHED_BY_TAG, job_metrics_job, launch_sweep_job, sweep_batch_job
+from bilancio_pipeline.defs.orchestration import batch_tags, keys_of_run, partition_order, sweep_busy, will_retry
+from bilancio_pipeline.defs.partitions import job_id_of
 from bilancio_pipeline.defs.resources import StoreResource
-from bilancio_pipeline.sweeps import lifecycle
+from bilancio_pipeline.storage.base import Store
+from bilancio_pipeline.sweeps import orchestrator
+
+log = console.events()
+
+
+def _from_cli(run: dg.DagsterRun) -> bool:
+    return run.tags.get(LAUNCHED_BY_TAG) == "cli"
+
+
+def _daemon_sweep(run: dg.DagsterRun) -> str | None:
+    """The sweep a run belongs to, if the daemon drives it (a command line drives its own)."""
+    return None if _from_cli(run) else run.tags.get(JOB_ID_TAG)
+
+
+@contextmanager
+def _opened(store: StoreResource) -> Iterator[Store]:
+    db = store.open()
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _batch_requests(db: Store, instance: dg.DagsterInstance, job_id: str, run_key: str):
+    batches = orchestrator.next_batches(db, job_id, partition_order(instance))
+    if batches:
+        log.info("sweep %s: %d runs to run, requested as %d batches", job_id, sum(len(b.run_ids) for b in batches),
+                 len(batches))
+    for i, batch in enumerate(batches):
+        yield dg.RunRequest(run_key=f"{run_key}:{i}", tags=batch_tags(batch, job_id))
+
+
+def _metrics_request(db: Store, instance: dg.DagsterInstance, job_id: str):
+    key = orchestrator.metrics_due(db, job_id, sweep_busy(instance, job_id))
+    if key:
+        log.info("sweep %s: every run has ended; job_metrics requested", job_id)
+        yield dg.RunRequest(run_key=key, partition_key=job_id)
 
 
 @dg.run_status_sensor(
@@ -20,89 +68,97 @@ from bilancio_pipeline.sweeps import lifecycle
     description="After a sweep is launched, request its unfinished runs in batches of contiguous partitions.",
 )
 def sweep_batches_sensor(context: dg.RunStatusSensorContext, store: StoreResource):
-    run = context.dagster_run
-    job_id = run.tags.get(JOB_ID_TAG)
-    if not job_id or run.tags.get(LAUNCHED_BY_TAG) == "cli":
-        return
-    db = store.open()
-    try:
-        todo = [r["run_id"] for r in db.list_runs(job_id) if r["status"] != "completed"]
-    finally:
-        db.close()
-    order = {key: i for i, key in enumerate(context.instance.get_dynamic_partitions(runs_partitions.name))}
-    todo.sort(key=lambda key: order.get(key, len(order)))
-    for i, (first, last, _) in enumerate(batches(todo, batch_size_for(len(todo)))):
-        yield dg.RunRequest(run_key=f"{run.run_id}:{i}", tags={**range_tags(first, last), JOB_ID_TAG: job_id})
+    job_id = _daemon_sweep(context.dagster_run)
+    if job_id:
+        with _opened(store) as db:
+            yield from _batch_requests(db, context.instance, job_id, context.dagster_run.run_id)
 
 
-@dg.sensor(
-    job=job_metrics_job,
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[sweep_batch_job],
+    request_job=job_metrics_job,
     minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="When every run of a sweep has finished or failed, materialize its job_metrics.",
+    description="When a sweep's last batch succeeds, materialize its job_metrics.",
 )
-def sweep_completion_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
-    db = store.open()
-    try:
-        for job in lifecycle.unfinished_jobs(db):
-            counts = db.run_counts(job["job_id"])
-            # A batch marks its runs completed before its metrics output is written: wait until
-            # no batch of this sweep is still queued or running.
-            if lifecycle.is_settled(counts) and not _batches_in_flight(context.instance, job["job_id"]):
-                state = "-".join(f"{k}{v}" for k, v in sorted(counts.items()))
-                yield dg.RunRequest(run_key=f"job_metrics:{job['job_id']}:{state}", partition_key=job["job_id"])
-    finally:
-        db.close()
+def batch_success_sensor(context: dg.RunStatusSensorContext, store: StoreResource):
+    job_id = _daemon_sweep(context.dagster_run)
+    if job_id:
+        with _opened(store) as db:
+            yield from _metrics_request(db, context.instance, job_id)
 
 
-def _batches_in_flight(instance: dg.DagsterInstance, job_id: str) -> bool:
-    in_flight = instance.get_run_records(
-        dg.RunsFilter(job_name=sweep_batch_job.name, tags={JOB_ID_TAG: job_id},
-                      statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]),
-        limit=1,
-    )
-    return bool(in_flight)
-
-
-def _fail_runs_of(context: dg.RunStatusSensorContext, store: StoreResource, what: str) -> None:
-    run = context.dagster_run
-    start = run.tags.get("dagster/asset_partition_range_start") or run.tags.get("dagster/partition")
-    end = run.tags.get("dagster/asset_partition_range_end") or start
-    if not start:
-        return
-    keys = context.instance.get_dynamic_partitions(runs_partitions.name)
-    try:
-        selected = keys[keys.index(start): keys.index(end) + 1]
-    except ValueError:
-        return
-    db = store.open()
-    try:
-        for job_id in {job_id_of(k) for k in selected}:
-            stuck = lifecycle.fail_unfinished(db, job_id, [k for k in selected if job_id_of(k) == job_id],
-                                              f"the Dagster run {run.run_id} that was executing this run {what}")
-            if stuck:
-                context.log.info(f"marked {len(stuck)} runs of {job_id} failed")
-    finally:
-        db.close()
+def _after_bad_end(context: dg.RunStatusSensorContext, store: StoreResource, what: str):
+    instance = context.instance
+    run = instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run  # with its latest tags
+    with _opened(store) as db:
+        if _from_cli(run):
+            # A live command line settles its own batches. One whose process died is taken over:
+            # the daemon runs what the sweep has left.
+            job_id = run.tags.get(JOB_ID_TAG)
+            if job_id and run.tags.get(dead_runs.WORKER_GONE_TAG):
+                log.warning("sweep %s: the command line running it is gone; the daemon takes it over", job_id)
+                yield from _batch_requests(db, instance, job_id, f"takeover:{run.run_id}")
+            return
+        keys = keys_of_run(instance, run)
+        retry = will_retry(instance, run)
+        for job_id in sorted({job_id_of(k) for k in keys}):
+            stuck = orchestrator.batch_ended_badly(
+                db, job_id, [k for k in keys if job_id_of(k) == job_id],
+                f"the Dagster run {run.run_id} that was executing this run {what}", retry)
+            if retry:
+                log.warning("sweep %s: batch run %s %s; Dagster retries it", job_id, run.run_id, what)
+            elif stuck:
+                log.warning("sweep %s: batch run %s %s; %d unfinished runs marked failed", job_id, run.run_id, what,
+                            len(stuck))
+            yield from _metrics_request(db, instance, job_id)
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=[sweep_batch_job],
-    minimum_interval_seconds=5,
+    monitored_jobs=[sweep_batch_job, launch_sweep_job],
+    request_jobs=[sweep_batch_job, job_metrics_job],
+    minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A batch whose Dagster run failed leaves no run `running`: they become `failed`.",
+    description="A failed batch that will not be retried leaves no run `running`: they become `failed`; "
+                "a dead command-line sweep is taken over.",
 )
 def batch_failure_sensor(context: dg.RunFailureSensorContext, store: StoreResource):
-    _fail_runs_of(context, store, "failed")
+    yield from _after_bad_end(context, store, "failed")
 
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.CANCELED,
     monitored_jobs=[sweep_batch_job],
-    minimum_interval_seconds=5,
+    request_job=job_metrics_job,
+    minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A batch whose Dagster run was cancelled leaves no run `running`: they become `failed`.",
 )
 def batch_canceled_sensor(context: dg.RunStatusSensorContext, store: StoreResource):
-    _fail_runs_of(context, store, "was cancelled")
+    yield from _after_bad_end(context, store, "was cancelled")
+
+
+@dg.sensor(
+    job=job_metrics_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Safety net: any unfinished sweep whose runs have all ended gets its job_metrics.",
+)
+def sweep_completion_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
+    with _opened(store) as db:
+        for job_id, key in orchestrator.sweeps_due(db, lambda job_id: sweep_busy(context.instance, job_id)):
+            log.info("sweep %s: every run has ended; job_metrics requested", job_id)
+            yield dg.RunRequest(run_key=key, partition_key=job_id)
+
+
+@dg.sensor(
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs whose worker process is gone (killed, out of memory, machine restarted) are reported "
+                "failed, so they free their slot and Dagster's run retries re-run them.",
+)
+def dead_run_sensor(context: dg.SensorEvaluationContext):
+    ended = dead_runs.end_dead_runs(context.instance)
+    return dg.SkipReason(f"reported {len(ended)} dead runs failed: {', '.join(ended)}" if ended
+                         else "no dead runs")

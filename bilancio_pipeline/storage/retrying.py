@@ -4,9 +4,14 @@ exponential backoff and jitter, until it succeeds or a deadline passes.
 
 Why retries and no local outbox: a batch writes its rows once, at its end, in one idempotent
 upsert per table; while the database is away the batch simply waits for it (up to
-BILANCIO_STORE_RETRY_SECONDS, default 120 s), with the results in memory. An outage longer
-than that fails the batch's Dagster run, its runs are marked failed, and re-launching the
-sweep re-runs exactly those: nothing finished is lost and nothing is written twice.
+BILANCIO_STORE_RETRY_SECONDS, default 120 s), with the results in memory, and says so in a
+warning. An outage longer than that fails the batch's Dagster run, its runs are marked failed,
+and re-launching the sweep re-runs exactly those: nothing finished is lost and nothing is
+written twice.
+
+That long wait is for a database that answered before and went away. A sweep is launched only
+after `first_contact` has heard from the store: one that never answers (a wrong host or port, a
+server not started) fails in seconds with one line naming it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +28,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from bilancio_pipeline.storage.base import Store, StoreError
 
 DEFAULT_RETRY_SECONDS = 120.0
+FIRST_CONTACT_SECONDS = 8.0  # plus at most one connect timeout (10 s) for a host that never replies
 log = logging.getLogger(__name__)
 
 # Every Store method that talks to the backend.
@@ -47,8 +54,27 @@ def _transient(error: BaseException) -> bool:
 
 def _log_retry(state) -> None:
     # The StoreError's text names the backend and never carries a password.
-    log.warning("store unavailable, retrying in %.1f s (attempt %d): %s",
-                state.next_action.sleep if state.next_action else 0.0, state.attempt_number, state.outcome.exception())
+    log.warning("store unavailable, retrying in %.1f s (attempt %d; waiting up to %.0f s in all, "
+                "BILANCIO_STORE_RETRY_SECONDS): %s", state.next_action.sleep if state.next_action else 0.0,
+                state.attempt_number, retry_seconds(), state.outcome.exception())
+
+
+def first_contact(store: Store, seconds: float = FIRST_CONTACT_SECONDS) -> None:
+    """Raise StoreError with one line naming the database (never its password) unless the store
+    answers within `seconds`: for the start of a sweep, where waiting out the long outage
+    deadline for a store that never answered would only keep the user waiting in silence."""
+    inner = getattr(store, "inner", store)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            inner.ping()
+            return
+        except StoreError as exc:
+            if not exc.transient or time.monotonic() >= deadline:
+                detail = " ".join(str(exc).removeprefix(f"{exc.backend}: ").split())
+                raise StoreError(exc.backend, f"the results database did not answer within {seconds:.0f} s: {detail}",
+                                 transient=exc.transient) from None
+        time.sleep(0.5)
 
 
 class RetryingStore(Store):
