@@ -17,8 +17,6 @@ import dagster as dg
 from bilancio_pipeline.defs.dead_runs import HOST_TAG, end_dead_runs, this_host
 from bilancio_pipeline.defs.jobs import LAUNCHED_BY_TAG
 from bilancio_pipeline.defs.orchestration import batch_tags, partition_order
-from bilancio_pipeline.storage.base import StoreError
-from bilancio_pipeline.storage.retrying import first_contact
 from bilancio_pipeline.sweeps import orchestrator
 from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES
 
@@ -73,10 +71,6 @@ def run_sweep(
     end_dead_runs(instance)
     store = defs.resources["store"].process_config_and_initialize().open()
     try:
-        try:
-            first_contact(store)
-        except StoreError as exc:
-            raise SweepFailed(str(exc)) from None
         # This process settles its own failed batches; Dagster cannot re-execute an in-process run.
         tags = {LAUNCHED_BY_TAG: "cli", HOST_TAG: this_host(), "dagster/max_retries": "0"}
         launch = defs.resolve_job_def("launch_sweep_job").execute_in_process(

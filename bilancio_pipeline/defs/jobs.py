@@ -11,6 +11,8 @@ from bilancio_pipeline.defs.instance import BATCH_POOL, BATCH_POOL_TAG
 from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
 from bilancio_pipeline.defs.run_metadata import sweep_page
+from bilancio_pipeline.storage.base import StoreError
+from bilancio_pipeline.storage.retrying import first_contact
 from bilancio_pipeline.sweeps.lifecycle import register_sweep
 from bilancio_pipeline.sweeps.spec import DEFAULT_MAX_RUNS, SpecError, expand, validate
 
@@ -39,8 +41,9 @@ def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: Sto
         try:
             spec = validate(spec, max_runs=max_runs())
             planned = expand(spec)
+            first_contact(db)  # a store that never answered fails in seconds, in one line
             todo = register_sweep(db, spec, planned)
-        except SpecError as exc:
+        except (SpecError, StoreError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         if config.recompute:
             reset_for_recompute(db, spec.job_id, [p.run_id for p in planned])
