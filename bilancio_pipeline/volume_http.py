@@ -27,6 +27,7 @@ from bilancio_pipeline.storage.artifacts.base import ArtifactError, ArtifactStor
 
 DEFAULT_PORT = 3001
 PRESIGNED_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL may live
+_SHOWN_AS_TEXT = (".jsonl", ".csv", ".yaml")
 
 
 def volume_url_base() -> str:
@@ -68,10 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read(self, key: str) -> tuple[bytes | None, str | None]:
         if key and not key.endswith("/") and "." in key.rsplit("/", 1)[-1]:
-            guessed = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            if guessed.startswith("text/") or guessed in ("application/json", "application/x-yaml"):
-                guessed += "; charset=utf-8"
-            return self.volume.get_bytes(key), guessed
+            return self.volume.get_bytes(key), _content_type(key)
         keys = self.volume.list_keys(f"{key}/" if key else "")
         if not keys:
             return None, None
@@ -79,6 +77,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # a quiet console: the UI's log is the place to look
         pass
+
+
+def _content_type(key: str) -> str:
+    """Data files as text, so the browser shows them instead of downloading them."""
+    if key.endswith(_SHOWN_AS_TEXT):
+        return "text/plain; charset=utf-8"
+    guessed = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") or guessed == "application/json" else guessed
 
 
 def _index(prefix: str, keys: list[str]) -> str:
