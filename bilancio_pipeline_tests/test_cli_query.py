@@ -5,6 +5,7 @@ local folder and on a real S3 server."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -25,6 +26,8 @@ from bilancio_pipeline.cli.main import cli
 from bilancio_pipeline.cli.results import PAIR_COLUMNS
 from bilancio_pipeline.compute.base import Compute
 from bilancio_pipeline.compute.local import run_task
+from bilancio_pipeline.engine.run_report import read_page_data
+from bilancio_pipeline.engine.stats import mean_ci
 from bilancio_pipeline.reports.sweep_report import render_sweep_report
 from bilancio_pipeline.storage.artifacts.local import LocalArtifactStore
 from bilancio_pipeline.storage.schema import RUN_RESULTS_COLUMNS
@@ -250,6 +253,48 @@ def test_jobs_metrics(backend, sweep):
     table = run("jobs", "metrics", JOB).stdout
     assert "24 completed runs, 12 passive/active pairs" in table and "mean_trading_effect" in table
 
+    # the 95% t interval over the pairs, and the variance decomposition over the 3 × 2 × 2 grid
+    low, high = mean_ci(effects)
+    stored = out["job_metrics"]
+    assert (stored["trading_effect_ci_low"], stored["trading_effect_ci_high"]) == pytest.approx((low, high))
+    shares = stored["raw_summary"]["variance_decomposition"]["delta_passive"]["shares"]
+    assert set(shares) == {"κ", "c", "μ", "κ×c", "κ×μ", "c×μ", "higher-order"}  # seed and ρ: one level
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert re.search(rf"trading_effect_ci_low\s+{re.escape(f'{low:.4g}')}", table)
+    assert "Share of variance explained" in table and re.search(r"^κ\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+$", table, re.M)
+    assert "whose interval over seeds excludes 0: 0 of 0" in table  # one seed per cell
+
+
+def test_the_original_command_names_run_as_written(backend, sweep, tmp_path):
+    assert as_json("jobs", "list", "--limit", 10) == as_json("jobs", "ls", "--limit", 10)
+    assert [j["job_id"] for j in as_json("jobs", "list", "--limit", 1)] == [PENDING_JOB]
+    shown, got = as_json("jobs", "show", JOB), as_json("jobs", "get", JOB)
+    assert shown["job"] == got["job"] and shown["run_counts"] == got["run_counts"] == {
+        "pending": 0, "running": 0, "completed": 24, "failed": 0, "cancelled": 0}
+
+    everything = completed_runs(sweep)
+    rows = as_json("metrics", "query", "--min-delta", 0.1, "--max-delta", 0.6, "--regime", "passive", "--limit", 0)
+    expected = {r["run_id"] for r in everything if 0.1 <= r["delta_total"] <= 0.6 and r["regime"] == "passive"}
+    assert expected and {r["run_id"] for r in rows} == expected
+    rows = as_json("metrics", "query", "--job", JOB, "--min-delta", 0.1, "--where", "kappa < 1 or mu = 0", "--limit", 0)
+    expected = {r["run_id"] for r in everything if r["delta_total"] >= 0.1 and (r["kappa"] < 1 or r["mu"] == 0)}
+    assert expected and {r["run_id"] for r in rows} == expected
+
+
+def test_cloud_flag_needs_a_cloud_store(backend, monkeypatch):
+    if "BILANCIO_SUPABASE_DB_URL" in os.environ and os.environ["BILANCIO_SUPABASE_DB_URL"].startswith("sqlite"):
+        refused = run("jobs", "list", "--cloud", ok=False)
+        assert refused.exit_code == 1 and "names a local SQLite file" in refused.output
+    else:  # Postgres or Supabase REST: the cloud store answers
+        assert [j["job_id"] for j in as_json("jobs", "list", "--cloud")] == [PENDING_JOB, JOB]
+        assert as_json("jobs", "show", JOB, "--cloud")["job"]["job_id"] == JOB
+    for name in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for args in (("jobs", "list", "--cloud"), ("jobs", "metrics", JOB, "--cloud"), ("jobs", "compare", JOB, JOB, "--cloud")):
+        refused = run(*args, ok=False)
+        assert refused.exit_code == 1 and "no cloud store is configured" in refused.output
+        assert "BILANCIO_SUPABASE_URL" in refused.output
+
 
 # --- metrics query -------------------------------------------------------------------------
 
@@ -369,8 +414,9 @@ def test_rest_filters_reach_the_wire_as_postgrest_params(backend):
 
 
 def _run_files(volume: Path, run_id: str) -> dict[str, bytes]:
-    base = volume / JOB / "runs" / run_id
-    return {p.relative_to(base).as_posix(): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    """A run's files as the volume serves them (plain names and bytes; gzip is its storage detail)."""
+    store, base = LocalArtifactStore(volume), f"{JOB}/runs/{run_id}/"
+    return {key[len(base):]: store.get_bytes(key) for key in store.list_keys(base)}
 
 
 @pytest.fixture
@@ -394,12 +440,15 @@ def test_artifacts_download_local(local_artifacts, sweep, tmp_path):
     assert f"Downloading {len(expected)} files" in result.stderr
     assert f"Downloaded {len(expected)} files" in result.stdout
 
-    run("artifacts", "download", JOB, "--out", tmp_path / "all")
+    run("artifacts", "download", JOB, "--run", "all", "--output", tmp_path / "all")  # the original's spelling
     assert sorted(p.name for p in (tmp_path / "all" / "runs").iterdir()) == sorted(
         r["run_id"] for r in sweep.runs if r["job_id"] == JOB)
 
     link = run("artifacts", "url", JOB, run_id, "out/events.jsonl").stdout.strip()
-    assert Path(link.removeprefix("file://")).read_bytes() == expected["out/events.jsonl"]
+    linked = Path(link.removeprefix("file://")).read_bytes()
+    if link.endswith(".gz"):  # the local volume keeps data files gzipped; the link names the stored file
+        linked = gzip.decompress(linked)
+    assert linked == expected["out/events.jsonl"]
 
     for args, message in (
         (("artifacts", "download", JOB, "--run", "nope"), "run not found in job"),
@@ -442,17 +491,25 @@ def test_artifacts_on_s3(sweep, s3_server, s3_bucket, monkeypatch, tmp_path):
 # --- report --------------------------------------------------------------------------------
 
 
+VIEWS = ("delta", "phi", "scatter", "effect", "heatmaps", "distributions", "parallel", "surface", "variance")
+
+
 def test_report_is_self_contained_html(backend, sweep, tmp_path):
     out = tmp_path / "reports" / "sweep.html"
     result = run("report", JOB, "--out", out)
     assert str(out) in result.stdout and "12 pairs" in result.stdout
     html = out.read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>") and f"Sweep {JOB}" in html
-    assert len(re.findall(r"<img alt='[^']+' src='data:image/png;base64,[A-Za-z0-9+/=]{500,}'>", html)) == 3
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html)  # nothing to fetch: opens offline
-    assert "<h2>Trading effect per pair</h2>" in html and "<h2>job_metrics</h2>" in html
+    assert all(f"data-view='{view}'" in html for view in VIEWS)
+    data = read_page_data(html)  # what the figures are drawn from
+    assert data["levels"]["kappa"] == [0.25, 1.0, 4.0] and data["levels"]["mu"] == [0.0, 1.0]
+    assert len(data["runs"]["rows"]) == 24 and len(data["pairs"]["rows"]) == 12
+    assert data["variance_decomposition"]["trading_effect"]["computed"] in (True, False)
+    assert "<h2>Trading effect per pair across κ</h2>" in html and "<h2>job_metrics</h2>" in html
+    assert "trading_effect_ci_low" in html and "95% interval (t over pairs)" in html
     pairs_table = html[html.index("<h2>Pairs</h2>"):]
-    assert pairs_table.count("<tr>") == 13  # header + 12 pairs
+    assert pairs_table.split("</table>")[0].count("<tr>") == 13  # header + 12 pairs
     assert run("report", "nope", ok=False).exit_code == 1
 
 
@@ -460,7 +517,29 @@ def test_render_sweep_report_escapes_and_handles_no_results():
     job = {"job_id": "x<script>", "status": "pending", "description": "<b>bold</b>", "kappas": [0.5]}
     html = render_sweep_report(job, [], None, [])
     assert "<script>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
-    assert "No completed runs with metrics yet." in html and "<img" not in html
+    assert "No completed runs with metrics yet." in html and "run-data" not in html
+
+
+def test_grid_table_shows_each_cells_mean_effect_and_interval():
+    """Three seeds per cell: mean ± the t half-width, the interval, and how many exclude 0."""
+    effects = {(0.5, 0.0): [0.10, 0.12, 0.11], (0.5, 1.0): [-0.05, 0.06, 0.01], (1.0, 0.0): [-0.02, -0.03, -0.025]}
+    pairs, runs_rows = [], []
+    for (kappa, mu), cell in effects.items():
+        for seed, effect in enumerate(cell):
+            grid = {"kappa": kappa, "concentration": 1.0, "mu": mu, "outside_mid_ratio": 1.0, "seed": seed}
+            pairs.append({**grid, "delta_passive": 0.5, "delta_active": 0.5 - effect, "trading_effect": effect})
+            runs_rows += [{**grid, "status": "completed", "regime": regime, "delta_total": d, "phi_total": 1 - d}
+                          for regime, d in (("passive", 0.5), ("active", 0.5 - effect))]
+    html = render_sweep_report({"job_id": "ci", "status": "completed"}, runs_rows, None, pairs)
+    table = html[html.index("data-table='grid'"):].split("</table>")[0]
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in table.split("<tr>")[2:]]
+    assert len(cells) == 3
+    for cell, values in zip(cells, effects.values()):
+        low, high = mean_ci(values)
+        mean, half = sum(values) / 3, (high - low) / 2
+        assert cell[7] == f"{mean:.4g} ± {half:.3g}" and cell[8] == f"[{low:.4g}, {high:.4g}]"
+        assert cell[9] == ("yes" if low > 0 or high < 0 else "no")
+    assert "<b>2 of 3</b> grid cells" in html  # the clear positive and the clear negative cell
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -468,24 +547,132 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def test_report_opens_offline_in_a_browser(local_artifacts, tmp_path):
+def test_report_opens_offline_in_a_browser(local_artifacts, sweep, tmp_path):
+    """Every view is drawn, with complete legends and the numbers of the sweep; brushing,
+    hovering and turning the surface work; no console error and nothing from the network."""
     from playwright.sync_api import sync_playwright
 
     out = tmp_path / "report.html"
     run("report", JOB, "--out", out)
+    pairs = as_json("jobs", "metrics", JOB)["pairs"]
+    stored = as_json("jobs", "get", JOB)["job_metrics"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
-            requested = []
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            requested, errors = [], []
             page.on("request", lambda request: requested.append(request.url))
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(out.as_uri())
-            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+            page.wait_for_selector("body[data-drawn='1']")
             title = page.title()
-            pair_rows = page.locator("h2:has-text('Pairs') + table tr").count()
+            drawn = {view: page.locator(f"[data-view='{view}'] svg.chart").count() for view in VIEWS}
+            heat = page.eval_on_selector_all(
+                "svg[data-heatmap] rect.cell",
+                "rs => rs.map(r => [r.closest('svg').dataset.heatmap, +r.closest('svg').dataset.concentration,"
+                " +r.dataset.kappa, +r.dataset.mu, r.dataset.value === '' ? null : +r.dataset.value])")
+            legends = {view: page.locator(f"[data-view='{view}'] [data-legend]").all_inner_texts() for view in ("delta", "effect", "scatter")}
+            shares = page.eval_on_selector_all("[data-view='variance'] rect.bar",
+                                               "bs => bs.map(b => [b.dataset.of, b.dataset.effect, +b.dataset.share])")
+            selected = page.locator("[data-role='selected']")
+            before = selected.inner_text()
+            handle = page.locator("[data-axis='kappa'] rect[fill='transparent']")
+            handle.scroll_into_view_if_needed()
+            axis = handle.bounding_box()
+            page.mouse.move(axis["x"] + axis["width"] / 2, axis["y"] + 2)
+            page.mouse.down()
+            page.mouse.move(axis["x"] + axis["width"] / 2, axis["y"] + axis["height"] / 2, steps=5)
+            page.mouse.up()
+            brushed = selected.inner_text()
+            page.hover("[data-view='scatter'] .mark >> nth=0", force=True)  # points may overlap
+            tip = page.locator("#tip").inner_text()
+            quad = page.locator("[data-view='surface'] polygon.quad").first.get_attribute("points")
+            n_quads = page.locator("[data-view='surface'] polygon.quad").count()
+            surface = page.locator("[data-view='surface'] svg")
+            surface.scroll_into_view_if_needed()
+            box = surface.bounding_box()
+            page.mouse.move(box["x"] + 200, box["y"] + 200)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 300, box["y"] + 240, steps=4)
+            page.mouse.up()
+            turned = page.locator("[data-view='surface'] polygon.quad").first.get_attribute("points")
+            page.screenshot(path=tmp_path / "report.png", full_page=True)
         finally:
             browser.close()
-    assert title == f"Sweep {JOB}"
-    assert len(widths) == 3 and all(w > 300 for w in widths)  # every figure decoded and drawn
+    assert title == f"Sweep {JOB}" and errors == []
     assert [u for u in requested if not u.startswith(("file:", "data:"))] == []  # nothing from the network
-    assert pair_rows == 13
+    # a panel per concentration; heatmaps: δ passive, δ active and trading effect for each concentration
+    assert drawn == {"delta": 2, "phi": 2, "scatter": 1, "effect": 2, "heatmaps": 6, "distributions": 2,
+                     "parallel": 1, "surface": 1, "variance": 1}
+    # every heatmap cell holds the mean of its pairs (one seed: the pair itself)
+    assert len(heat) == 6 * 3 * 2
+    by_cell = {(p["concentration"], p["kappa"], p["mu"]): p for p in pairs}
+    for name, c, kappa, mu, value in heat:
+        assert value == pytest.approx(by_cell[(c, kappa, mu)][name]), (name, c, kappa, mu)
+    # legends name every μ (colour and marker) and both regimes: nothing cut
+    for view in ("delta", "effect"):
+        assert {"μ = 0", "μ = 1"} <= set(legends[view])
+    assert {"passive (dealers never trade)", "active (dealers trade)"} <= set(legends["delta"])
+    assert {"μ = 0", "μ = 1", "c = 0.5", "c = 2"} <= set(legends["scatter"])
+    decomposition = stored["raw_summary"]["variance_decomposition"]
+    for of, effect, share in shares:
+        assert share == pytest.approx(decomposition[of]["shares"][effect])
+    assert before.startswith("12 of 12 pairs selected")
+    assert brushed.startswith("4 of 12 pairs selected")  # the upper half of the κ axis: κ = 4, 2 c × 2 μ
+    assert "κ" in tip and "δ passive" in tip
+    assert n_quads == (3 - 1) * (2 - 1) and turned != quad
+
+
+def _second_sweep(store, sweep, job_id="other-sweep"):
+    """Another sweep of the same grid without κ = 4, in bilancio_compat mode, whose active runs
+    default 0.01 more: its trading effect is 0.01 lower in every shared cell."""
+    job = next(j for j in sweep.jobs if j["job_id"] == JOB)
+    store.save_job({**job, "job_id": job_id, "cash_accounting": "bilancio_compat",
+                    "spec": {**job["spec"], "job_id": job_id, "cash_accounting": "bilancio_compat", "kappas": [0.25, 1.0]}})
+    kept = {r["run_id"]: r for r in sweep.runs if r["job_id"] == JOB and r["kappa"] != 4.0}
+    rename = {run_id: run_id.replace(JOB, job_id) for run_id in kept}
+    store.upsert_runs([{**r, "run_id": rename[r["run_id"]], "job_id": job_id} for r in kept.values()])
+    store.upsert_metrics([{**m, "run_id": rename[m["run_id"]], "job_id": job_id,
+                           "delta_total": m["delta_total"] + (0.01 if kept[m["run_id"]]["regime"] == "active" else 0)}
+                          for m in sweep.metrics if m["run_id"] in kept])
+
+
+def test_jobs_compare(backend, sweep):
+    _second_sweep(backend, sweep)
+    out = as_json("jobs", "compare", JOB, "other-sweep")
+    assert list(out) == ["a", "b", "spec_differences", "cells", "only_in_a", "only_in_b"]
+    assert out["a"] == JOB and out["b"] == "other-sweep"
+    assert out["spec_differences"] == {"kappas": {"a": [0.25, 1.0, 4.0], "b": [0.25, 1.0]},
+                                       "cash_accounting": {"a": "conserving", "b": "bilancio_compat"}}
+    assert len(out["cells"]) == 8 and len(out["only_in_a"]) == 4 and out["only_in_b"] == []
+    assert {c["kappa"] for c in out["only_in_a"]} == {4.0}
+    runs = {(*(r[c] for c in GRID), r["regime"]): r["delta_total"] for r in completed_runs(sweep)}
+    for cell in out["cells"]:
+        assert list(cell) == [*GRID, "delta_passive_a", "delta_passive_b", "delta_active_a", "delta_active_b",
+                              "trading_effect_a", "trading_effect_b", "trading_effect_diff"]
+        key = tuple(cell[c] for c in GRID)
+        assert cell["delta_passive_a"] == cell["delta_passive_b"] == pytest.approx(runs[(*key, "passive")])
+        assert cell["delta_active_b"] == pytest.approx(runs[(*key, "active")] + 0.01)
+        assert cell["trading_effect_a"] == pytest.approx(runs[(*key, "passive")] - runs[(*key, "active")])
+        assert cell["trading_effect_diff"] == pytest.approx(-0.01)
+    rows = as_csv("jobs", "compare", JOB, "other-sweep")
+    assert len(rows) == 8 and float(rows[0]["trading_effect_diff"]) == pytest.approx(-0.01)
+    table = run("jobs", "compare", JOB, "other-sweep").stdout
+    assert "cash_accounting  conserving" in table and "8 grid cells in both" in table
+    assert "only in A: 4 cells, only in B: 0 cells" in table
+    assert run("jobs", "compare", JOB, "nope", ok=False).exit_code == 1
+
+
+def test_report_draws_the_comparison(local_artifacts, sweep, tmp_path):
+    with SqlStore(os.environ["BILANCIO_SUPABASE_DB_URL"]) as store:
+        _second_sweep(store, sweep)
+    out = tmp_path / "compare.html"
+    assert "compared with other-sweep: 8 cells in both" in run("report", JOB, "--compare", "other-sweep", "--out", out).stdout
+    html = out.read_text(encoding="utf-8")
+    assert "Comparison: A = castle-river-mountain, B = other-sweep" in html and "data-view='compare'" in html
+    assert read_page_data(html)["compare"]["b"] == "other-sweep" and len(read_page_data(html)["compare"]["cells"]) == 8
+    table = html[html.index("data-table='compare'"):].split("</table>")[0]
+    assert table.count("<tr>") == 9 and table.count(">-0.01</td></tr>") == 8  # the B − A column
+    visual = tmp_path / "visual.html"
+    assert "Wrote" in run("jobs", "visualize", JOB, "-o", visual).stdout and visual.exists()

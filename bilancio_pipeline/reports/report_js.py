@@ -55,6 +55,10 @@ function ramp(t) {  // viridis-like sequential colours
   var c = stops[i].map(function (v, k) { return Math.round(v + f * (stops[i + 1][k] - v)); });
   return "rgb(" + c.join(",") + ")";
 }
+function dark(rgb) {  // text on this fill should be white
+  var c = rgb.match(/\d+/g).map(Number);
+  return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 120;
+}
 function diverging(t) {  // t in [-1, 1]: red (dealers hurt) .. white .. green (dealers helped)
   var a = Math.max(-1, Math.min(1, t)), lo = [198,40,40], hi = [26,127,55], w = [247,247,247];
   var end = a < 0 ? lo : hi, f = Math.abs(a);
@@ -248,10 +252,11 @@ function effectAcrossKappa() {
 }
 
 // --- heatmaps over κ × μ, per concentration ---------------------------------------------------
-function heatmap(parent, title, cells, valueOf, colorOf, name) {
+function heatmap(parent, title, cells, valueOf, colorOf, name, c) {
   var w = Math.max(260, 70 + LV.kappa.length * 46), h = 70 + LV.mu.length * 30;
   var svg = panel(parent, title, "κ", "μ", w, h);
   svg.setAttribute("data-heatmap", name);
+  svg.setAttribute("data-concentration", c);
   var cw = (w - M.l - M.r) / LV.kappa.length, ch = (h - M.t - M.b) / LV.mu.length;
   LV.mu.forEach(function (mu, j) {
     el("text", {x: M.l - 4, y: M.t + (LV.mu.length - 1 - j) * ch + ch / 2 + 4, "text-anchor": "end", class: "tick"}, svg).textContent = fmt(mu);
@@ -261,7 +266,8 @@ function heatmap(parent, title, cells, valueOf, colorOf, name) {
       el("rect", {x: x, y: y, width: cw - 1, height: ch - 1, fill: v === null ? "#eee" : colorOf(v), class: "cell",
                   "data-kappa": k, "data-mu": mu, "data-value": v === null ? "" : v,
                   "data-tip": title + ": κ " + fmt(k) + ", μ " + fmt(mu) + " → " + fmt(v)}, svg);
-      var t = el("text", {x: x + cw / 2, y: y + ch / 2 + 4, "text-anchor": "middle", class: "cv"}, svg);
+      var t = el("text", {x: x + cw / 2, y: y + ch / 2 + 4, "text-anchor": "middle", class: "cv",
+                          fill: v !== null && dark(colorOf(v)) ? "#fff" : "#111"}, svg);
       t.textContent = v === null ? "" : fmt(v, 2);
     });
   });
@@ -279,7 +285,9 @@ function colorbar(parent, label, colorOf, lo, hi) {
 }
 function heatmaps() {
   var box = view("heatmaps"); if (!box || !PAIRS.length) return;
-  var maxAbs = Math.max.apply(null, PAIRS.map(function (p) { return Math.abs(p.trading_effect); }).concat([1e-9]));
+  // the effect's colour scale spans the largest |mean| of a heatmap cell, so the cells' differences show
+  var cellMeans = groupMean(PAIRS, function (p) { return [p.concentration, p.kappa, p.mu].join("|"); }, function (p) { return p.trading_effect; });
+  var maxAbs = Math.max.apply(null, Array.from(cellMeans.values()).map(Math.abs).concat([1e-9]));
   var seq = function (v) { return ramp(v); }, div = function (v) { return diverging(v / maxAbs); };
   LV.concentration.forEach(function (c) {
     html("h3", {}, box, "concentration c = " + fmt(c) + " (mean over seeds and ρ)");
@@ -288,9 +296,9 @@ function heatmaps() {
     var cells = new Map();
     mine.forEach(function (p) { var k = p.kappa + "|" + p.mu; if (!cells.has(k)) cells.set(k, []); cells.get(k).push(p); });
     var avg = function (key) { return function (list) { return list ? mean(list.map(function (p) { return p[key]; })) : null; }; };
-    heatmap(row, "δ passive, c = " + fmt(c), cells, avg("delta_passive"), seq, "delta_passive");
-    heatmap(row, "δ active, c = " + fmt(c), cells, avg("delta_active"), seq, "delta_active");
-    heatmap(row, "trading effect, c = " + fmt(c), cells, avg("trading_effect"), div, "trading_effect");
+    heatmap(row, "δ passive, c = " + fmt(c), cells, avg("delta_passive"), seq, "delta_passive", c);
+    heatmap(row, "δ active, c = " + fmt(c), cells, avg("delta_active"), seq, "delta_active", c);
+    heatmap(row, "trading effect, c = " + fmt(c), cells, avg("trading_effect"), div, "trading_effect", c);
   });
   colorbar(box, "δ:", seq, 0, 1);
   colorbar(box, "trading effect (green: dealers reduced defaults):", div, -maxAbs, maxAbs);

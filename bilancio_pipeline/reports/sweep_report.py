@@ -48,7 +48,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;font-size:13p
 .panels{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
 svg.chart{max-width:100%;height:auto;border:1px solid #eee;background:#fff;font-size:10px}
 svg .title{font-size:12px;font-weight:600}svg .lab{font-size:11px;fill:#333}svg .tick,.axis text{fill:#555;font-size:10px}
-svg .note{font-size:10px;fill:#666}svg .cv{font-size:9px;fill:#111;pointer-events:none}
+svg .note{font-size:10px;fill:#666}svg .cv{font-size:9px;pointer-events:none}
 .axis line{stroke:#999}.axis line.grid{stroke:#eee}line.ref{stroke:#777;stroke-dasharray:4 3}
 rect.brush{fill:rgba(30,100,200,.18);stroke:#1e64c8}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;align-items:center;font-size:12px;margin:6px 0}
@@ -127,7 +127,8 @@ def render_sweep_report(
     parts.append(f"<p class='small muted'>Generated {generated}.</p>")
     if completed:
         data = _data(completed, pairs, analysis, comparison)
-        parts.append(f"<script type='application/gzip+base64' id='run-data'>{pack(embed_json(data), 6)}</script>"
+        # the run pages' loader (engine.run_report): it unpacks the data and the viewer, then runs it
+        parts.append(f'<script type="application/gzip+base64" id="run-data">{pack(embed_json(data), 6)}</script>'
                      f"<script data-viewer='{_VIEWER}'>{UNPACK_JS}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
