@@ -676,3 +676,42 @@ def test_report_draws_the_comparison(local_artifacts, sweep, tmp_path):
     assert table.count("<tr>") == 9 and table.count(">-0.01</td></tr>") == 8  # the B − A column
     visual = tmp_path / "visual.html"
     assert "Wrote" in run("jobs", "visualize", JOB, "-o", visual).stdout and visual.exists()
+
+
+def test_legends_are_complete_for_a_single_concentration_and_many_mus(tmp_path):
+    """The grid that cut the old report's legend (one concentration, six μ): every μ and both
+    regimes are listed, each entry fully inside the page, each μ with its own colour and marker."""
+    from playwright.sync_api import sync_playwright
+
+    mus = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    rows, pairs = [], []
+    for kappa in (0.5, 1.0, 2.0):
+        for mu in mus:
+            grid = {"kappa": kappa, "concentration": 1.0, "mu": mu, "outside_mid_ratio": 1.0, "seed": 1}
+            d_passive, d_active = 0.8 / kappa, 0.8 / kappa - 0.05 * mu
+            rows += [{**grid, "status": "completed", "regime": r, "delta_total": d, "phi_total": 1 - d}
+                     for r, d in (("passive", d_passive), ("active", d_active))]
+            pairs.append({**grid, "delta_passive": d_passive, "delta_active": d_active, "trading_effect": d_passive - d_active})
+    out = tmp_path / "one-c.html"
+    out.write_text(render_sweep_report({"job_id": "one-c", "status": "completed"}, rows, None, pairs), encoding="utf-8")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 800})
+            page.goto(out.as_uri())
+            page.wait_for_selector("body[data-drawn='1']")
+            width = page.evaluate("document.documentElement.clientWidth")
+            entries = page.eval_on_selector_all(
+                "[data-view='delta'] [data-legend]",
+                "es => es.map(e => { const b = e.getBoundingClientRect(), m = e.querySelector('.mark');"
+                " return [e.textContent, b.left, b.right, b.width, m ? m.getAttribute('fill') || m.getAttribute('stroke') : null,"
+                " m ? m.tagName + (m.getAttribute('points') || '').split(' ').length : null]; })")
+            heatmaps = page.locator("svg[data-heatmap]").count()
+        finally:
+            browser.close()
+    labels = [e[0] for e in entries]
+    assert labels == [f"μ = {m:g}" for m in mus] + ["passive (dealers never trade)", "active (dealers trade)"]
+    assert all(0 <= left and right <= width and w > 20 for _, left, right, w, _, _ in entries)
+    mu_entries = entries[:len(mus)]
+    assert len({e[4] for e in mu_entries}) == len(mus) and len({e[5] for e in mu_entries}) == len(mus)  # colour, marker
+    assert heatmaps == 3  # δ passive, δ active, trading effect over κ × μ for the one concentration
