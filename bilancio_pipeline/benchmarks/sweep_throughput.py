@@ -1,12 +1,16 @@
-"""How fast a sweep goes through the stack a UI user gets, against the engine alone.
+"""How fast a sweep goes through the stack a user gets, the UI's and the CLI's, against the engine alone.
 
-    python -m bilancio_pipeline.benchmarks.sweep_throughput [--runs 100 1000] [--postgres | --postgres-url URL]
-        [--instance-postgres] [--batch-size N] [--max-concurrent-runs N] [--env NAME=VALUE ...]
+    python -m bilancio_pipeline.benchmarks.sweep_throughput [--runs 100 1000] [--paths ui cli]
+        [--postgres | --postgres-url URL] [--instance-postgres] [--batch-size N] [--max-concurrent-runs N]
+        [--env NAME=VALUE ...]
 
-For each size it starts `dagster dev` (webserver, daemon, code server; our instance config in a
-temporary DAGSTER_HOME), launches a balanced sweep (n_agents 50, maturity_days 10) by the
-GraphQL `launchRun` mutation the Launchpad's button sends, and waits until the sweep's
+UI path: for each size it starts `dagster dev` (webserver, daemon, code server; our instance
+config in a temporary DAGSTER_HOME), launches a balanced sweep (n_agents 50, maturity_days 10) by
+the GraphQL `launchRun` mutation the Launchpad's button sends, and waits until the sweep's
 job_metrics row is in the store. The daemon's sensors do the rest, exactly as after a click.
+CLI path: it runs `bilancio-pipeline sweep balanced ...` in a fresh BILANCIO_HOME and
+DAGSTER_HOME, from the command's start until it prints the job id it writes after reading the
+job_metrics row (Python's and Dagster's start-up included, as a user waits for them).
 With --postgres (a throwaway server) or --postgres-url (a database with the migrations applied)
 each size also runs with the table store on PostgreSQL. --instance-postgres puts the Dagster
 instance's own storage (runs, event log) on a throwaway PostgreSQL too; by default it is SQLite.
@@ -14,12 +18,14 @@ instance's own storage (runs, event log) on a throwaway PostgreSQL too; by defau
 (e.g. `--env DAGSTER_EVENT_BATCH_SIZE=1000`).
 
 It prints, per store and size:
-- wall: seconds from the launchRun call to the job_metrics row being readable in the store;
+- wall: seconds from the launchRun call (UI) or the command's start (CLI) to the job_metrics
+  row being readable in the store;
 - engine: the same runs through `engine.run_simulation` on a 2-worker process pool, artifacts
   written to a temp folder: the floor any orchestration is measured against; ratio = wall/engine;
-- peak RSS: the summed resident memory of the server's whole process tree (webserver, daemon,
-  code servers, run workers, simulation pool), sampled every 0.2 s. Forked workers share
-  pages, so the sum overstates what the machine really uses: an upper bound;
+- peak memory: the summed resident memory of the server's (or the command's) whole process tree
+  (webserver, daemon, code servers, run workers, simulation pool), sampled every 0.2 s, as RSS
+  (forked workers share pages, so the sum overstates what the machine uses: an upper bound) and
+  as PSS (shared pages split among their processes: what the tree really holds);
 - store writes: inside every batch run, the time from each output's STEP_OUTPUT event to its
   first ASSET_MATERIALIZATION event, which is the table IO manager's bulk upsert of that
   output's rows (one statement batch per output per Dagster run); the materialization events
@@ -34,6 +40,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -100,12 +108,14 @@ class Figures:
     store: str
     runs: int
     job_id: str
+    path: str = "ui"
     status: str = ""
     startup_s: float = 0.0
     wall_s: float = 0.0
     settled_s: float = 0.0  # until the last Dagster run of the sweep has ended
     engine_s: float = 0.0
     peak_rss: int = 0
+    peak_pss: int = 0
     peak_processes: int = 0
     peak_kinds: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
@@ -140,8 +150,8 @@ def run_sweep(runs: int, store_name: str, db_url: str | None, extra_env: dict[st
                 with TreeMemorySampler(server.process_tree) as memory:
                     t0 = time.perf_counter()
                     server.launch_run("launch_sweep_job", {"ops": {"launch_sweep": {"config": config}}})
-                    job_metrics = server.wait_for(lambda: store.get_job_metrics(job_id), timeout=SWEEP_TIMEOUT,
-                                                  interval=0.2, what=f"job_metrics of {job_id}")
+                    server.wait_for(lambda: store.get_job_metrics(job_id), timeout=SWEEP_TIMEOUT,
+                                    interval=0.2, what=f"job_metrics of {job_id}")
                     figures.wall_s = time.perf_counter() - t0
                     launched_at = time.time() - figures.wall_s
                     # Let the job_metrics run finish too: its memory and events belong to the sweep.
@@ -149,12 +159,7 @@ def run_sweep(runs: int, store_name: str, db_url: str | None, extra_env: dict[st
                                                 for r in server.runs()), timeout=600, interval=0.2,
                                     what="the last Dagster run")
                     figures.settled_s = time.perf_counter() - t0
-                figures.peak_rss, figures.peak_processes = memory.peak_bytes, memory.peak_processes
-                figures.peak_kinds = memory.peak_kinds
-                job = store.get_job(job_id)
-                counts = store.run_counts(job_id)
-                figures.status = f"{job['status']}, {counts.get('completed', 0)}/{runs} runs completed, " \
-                                 f"{job_metrics.get('n_pairs')} pairs"
+                _outcome(figures, memory, store)
             finally:
                 store.close()
         except Exception:
@@ -162,6 +167,62 @@ def run_sweep(runs: int, store_name: str, db_url: str | None, extra_env: dict[st
             raise
         finally:
             server.stop()
+        figures.profile = profile(dagster_home, launched_at, env)
+    figures.engine_s = engine_only_seconds(config)
+    return figures
+
+
+def _outcome(figures: Figures, memory: TreeMemorySampler, store) -> dict:
+    """Record the peak memory and the sweep's outcome; returns the job row."""
+    figures.peak_rss, figures.peak_pss = memory.peak_bytes, memory.peak_pss
+    figures.peak_processes, figures.peak_kinds = memory.peak_processes, memory.peak_kinds
+    job, counts = store.get_job(figures.job_id), store.run_counts(figures.job_id)
+    figures.status = (f"{job['status']}, {counts.get('completed', 0)}/{figures.runs} runs completed, "
+                      f"{(store.get_job_metrics(figures.job_id) or {}).get('n_pairs')} pairs")
+    return job
+
+
+def run_cli_sweep(runs: int, store_name: str, db_url: str | None, extra_env: dict[str, str]) -> Figures:
+    """The same sweep through `bilancio-pipeline sweep balanced`, timed from the command's start."""
+    import psutil
+
+    from bilancio_pipeline.storage.config import open_store
+
+    job_id = f"bench-cli-{runs}-{datetime.now(timezone.utc).strftime('%H%M%S')}"
+    figures = Figures(store=store_name, runs=runs, job_id=job_id, path="cli")
+    config = sweep_config(runs, job_id)
+    options = [f"--{name.replace('_', '-')}={','.join(map(str, value)) if isinstance(value, list) else value}"
+               for name, value in config.items() if name != "sweep_type"]
+    with tempfile.TemporaryDirectory(prefix="bilancio-bench-cli-") as tmp:
+        home, dagster_home = Path(tmp) / "home", Path(tmp) / "dagster"
+        env = {**os.environ, "BILANCIO_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+               "BILANCIO_WORKERS": str(WORKERS), **extra_env}
+        env.pop("BILANCIO_SUPABASE_DB_URL", None)
+        if db_url:
+            env["BILANCIO_SUPABASE_DB_URL"] = db_url
+        dagster_home.mkdir()
+        command = [str(Path(sys.executable).with_name("bilancio-pipeline")), "sweep", "balanced", *options]
+        with open(Path(tmp) / "stderr.log", "wb") as stderr:
+            t0, launched_at = time.perf_counter(), time.time()
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp)
+            tree = psutil.Process(process.pid)
+            with TreeMemorySampler(lambda: [tree, *tree.children(recursive=True)]) as memory:
+                for line in process.stdout:  # "job_id: ..." comes right after the job_metrics row is read
+                    if line.startswith(b"job_id:"):
+                        figures.wall_s = time.perf_counter() - t0
+                        break
+                process.stdout.read()
+                code = process.wait(timeout=SWEEP_TIMEOUT)
+                figures.settled_s = time.perf_counter() - t0
+        if code or not figures.wall_s:
+            log = (Path(tmp) / "stderr.log").read_text()[-4000:]
+            raise SystemExit(f"`{' '.join(command)}` exited with {code}:\n{log}")
+        store = open_store(db_url=db_url, home=home)
+        try:
+            job = _outcome(figures, memory, store)
+            figures.startup_s = job["created_at"].timestamp() - launched_at  # until the sweep was registered
+        finally:
+            store.close()
         figures.profile = profile(dagster_home, launched_at, env)
     figures.engine_s = engine_only_seconds(config)
     return figures
@@ -243,23 +304,30 @@ def _span(first: dict, start, end) -> float:
 def report(f: Figures) -> None:
     p = f.profile
     batches = [r for r in p["runs"] if r["job"] == "sweep_batch_job"]
-    print(f"\n== {f.runs} runs, table store: {f.store}  ({f.job_id}: {f.status})")
-    print(f"dagster dev start-up (not in wall)   {f.startup_s:8.1f} s")
-    print(f"wall, launchRun -> job_metrics       {f.wall_s:8.1f} s   ({f.runs_per_s:.1f} runs/s)")
-    print(f"until the last Dagster run ended     {f.settled_s:8.1f} s")
+    print(f"\n== {f.path.upper()}: {f.runs} runs, table store: {f.store}  ({f.job_id}: {f.status})")
+    if f.path == "cli":
+        print(f"command start -> sweep registered    {f.startup_s:8.1f} s (in wall)")
+        print(f"wall, command start -> job_metrics   {f.wall_s:8.1f} s   ({f.runs_per_s:.1f} runs/s)")
+        print(f"until the command exited             {f.settled_s:8.1f} s")
+    else:
+        print(f"dagster dev start-up (not in wall)   {f.startup_s:8.1f} s")
+        print(f"wall, launchRun -> job_metrics       {f.wall_s:8.1f} s   ({f.runs_per_s:.1f} runs/s)")
+        print(f"until the last Dagster run ended     {f.settled_s:8.1f} s")
     metrics_run = next((r for r in p["runs"] if r["job"] == "job_metrics_job"), None)
     last_batch = max((r["marks"].get("step_done", float("nan")) for r in batches), default=float("nan"))
     if metrics_run and metrics_run["marks"].get("step", float("inf")) < last_batch:
         print(f"  NOTE job_metrics' step started at {metrics_run['marks']['step']:.1f} s, before the last batch's step "
               f"ended at {last_batch:.1f} s (the completion sensor saw every run completed in the store)")
     print(f"engine only, {WORKERS}-worker pool           {f.engine_s:8.1f} s   ratio wall/engine {f.ratio:.2f}x")
-    print(f"peak RSS of the process tree         {f.peak_rss / 2**20:8.0f} MiB ({f.peak_processes} processes, summed RSS)")
+    print(f"peak memory of the process tree      {f.peak_rss / 2**20:8.0f} MiB summed RSS ({f.peak_processes} processes), "
+          f"{f.peak_pss / 2**20:.0f} MiB summed PSS")
     print(f"  at the peak: {', '.join(f'{n} {k}' for k, n in sorted(f.peak_kinds.items()))}")
-    print(f"store writes in batch runs (upserts) {p['store_write_s']:8.2f} s   "
-          f"Dagster per-partition bookkeeping {p['bookkeeping_s']:.2f} s")
+    if p["store_write_s"] or p["bookkeeping_s"]:  # when the batch step returns its outputs
+        print(f"store writes in batch runs (upserts) {p['store_write_s']:8.2f} s   "
+              f"Dagster per-partition bookkeeping {p['bookkeeping_s']:.2f} s")
     print(f"launch step (register sweep + runs)  {p['launch_step_s']:8.2f} s")
-    print(f"batch runs: {len(batches)};  simulate {p['simulate_s']:.1f} s, upload {p['upload_s']:.1f} s"
-          " (summed over batches)")
+    print(f"batch runs: {len(batches)}" + (f";  simulate {p['simulate_s']:.1f} s, upload {p['upload_s']:.1f} s (summed over "
+                                           "batches)" if p["simulate_s"] else ""))
     if batches:
         for name in ("queued_s", "startup_s", "step_s", "finish_s"):
             values = [r[name] for r in batches if r[name] == r[name]]
@@ -274,6 +342,8 @@ def report(f: Figures) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[100, 1000], help="sweep sizes (even)")
+    parser.add_argument("--paths", nargs="+", choices=["ui", "cli"], default=["ui"],
+                        help="the UI's launch through dagster dev, the CLI's `sweep` command, or both")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--postgres-url", help="also run with the table store on this Postgres (migrations applied)")
     group.add_argument("--postgres", action="store_true", help="also run with the table store on a throwaway Postgres")
@@ -314,9 +384,10 @@ def main(argv: list[str] | None = None) -> None:
                 if args.instance_postgres:  # a fresh, empty database: Dagster creates its tables
                     env["BILANCIO_DAGSTER_PG_URL"] = pg_server.create_database(f"dagster_{runs}_{int(time.time())}")
                     name += ", instance on postgres"
-                figures = run_sweep(runs, name, url, env)
-                report(figures)
-                print(f"   load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+                for path in args.paths:
+                    figures = (run_cli_sweep if path == "cli" else run_sweep)(runs, name, url, env)
+                    report(figures)
+                    print(f"   load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     finally:
         if pg_server is not None:
             pg_server.stop()
