@@ -4,76 +4,28 @@ A multi-row INSERT … VALUES of thousands of rows spends most of its time in th
 parser and planner. COPY into a temporary staging table, then one INSERT … SELECT … ON CONFLICT
 DO UPDATE, writes the same rows several times faster, in the caller's transaction.
 
-Values arrive already checked and converted by the SQL store (floats, ints, aware UTC
-datetimes, lists of numbers, JSON-able values); here they are only spelled in COPY's text format.
+Values arrive already checked by the SQL store (`storage.values`), which also spells each kind
+in COPY's text format (`values.COPY_TEXT`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
-import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import orjson
 from sqlalchemy import Column, MetaData, Table, select
 from sqlalchemy.dialects import postgresql
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-NULL = "\\N"
-
-
-def _text(value: str) -> str:
-    return value.translate(_ESCAPES)
-
-
-def _float(value: float) -> str:
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(value)
-
-
-def _number(value: Any) -> str:
-    return _float(value) if isinstance(value, float) else str(value)
-
-
-def _bool(value: Any) -> str:
-    return "t" if value else "f"
-
-
-def _timestamp(value: dt.datetime) -> str:
-    return value.isoformat()
-
-
-def _number_array(values: Sequence) -> str:
-    return "{" + ",".join(_number(v) for v in values) + "}"
-
-
-def _json(value: Any) -> str:
-    # OPT_SERIALIZE_NUMPY as in the engine's serializer; NaN/inf become null as there.
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode().translate(_ESCAPES)
-
-
-ENCODERS: dict[str, Callable[[Any], str]] = {
-    "text": _text,
-    "int": str,
-    "float": _float,
-    "bool": _bool,
-    "timestamp": _timestamp,
-    "float_list": _number_array,
-    "int_list": _number_array,
-    "json": _json,
-}
+from bilancio_pipeline.storage.values import COPY_NULL, COPY_TEXT
 
 
 def copy_text(rows: Sequence[dict], columns: Sequence[str], kinds: dict[str, str]) -> io.StringIO:
     """The rows as COPY text: tab-separated, one line each, \\N for NULL."""
-    encoders = [(name, ENCODERS[kinds[name]]) for name in columns]
+    encoders = [(name, COPY_TEXT[kinds[name]]) for name in columns]
     buffer = io.StringIO()
     write = buffer.write
     for row in rows:
-        write("\t".join([NULL if (v := row.get(name)) is None else encode(v) for name, encode in encoders]))
+        write("\t".join([COPY_NULL if (v := row.get(name)) is None else encode(v) for name, encode in encoders]))
         write("\n")
     buffer.seek(0)
     return buffer

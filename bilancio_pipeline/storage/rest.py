@@ -22,21 +22,16 @@ the SQL store's: aware UTC datetimes, floats, ints, NaN stored as NULL.
 from __future__ import annotations
 
 import logging
-import math
-import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime, timezone
-from decimal import Decimal
-from enum import Enum
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 import orjson
 import tenacity
 
-from bilancio_pipeline.storage import schema
-from bilancio_pipeline.storage.values import column_kind, list_of, to_bool, to_utc
+from bilancio_pipeline.storage import schema, values
 from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -89,126 +84,12 @@ def _describe_error(response: httpx.Response) -> tuple[str | None, str]:
     return (str(code) if code is not None else None), "; ".join(parts)
 
 
-# --- rows on the wire ----------------------------------------------------------------------
-
-
-def _json_document(value: Any) -> Any:
-    """A value inside a JSON column: plain JSON, with null for NaN and infinities (JSON has
-    neither, and jsonb refuses them), datetimes as ISO text."""
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, datetime):
-        return _utc_text(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return _json_document(float(value))
-    if isinstance(value, Enum):
-        return _json_document(value.value)
-    if isinstance(value, dict):
-        return {str(k): _json_document(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_json_document(v) for v in value]
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
-        return _json_document(value.tolist())
-    raise TypeError(f"cannot store a value of type {type(value).__name__}")
-
-
-def _utc_text(value: Any) -> str:
-    return to_utc(value).isoformat()
-
-
-def _float_value(value: Any) -> float | str | None:
-    if isinstance(value, str):
-        raise TypeError(f"expected a number, got {value!r}")
-    number = float(value)
-    if math.isnan(number):
-        return None  # NaN is stored as NULL, as the SQL store does on every database
-    if math.isinf(number):
-        return "Infinity" if number > 0 else "-Infinity"  # the text float8 reads
-    return number
-
-
-def _int_value(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, str):
-        raise TypeError(f"expected a whole number, got {value!r}")
-    if isinstance(value, float) or (hasattr(value, "is_integer") and not isinstance(value, int)):
-        if not float(value).is_integer():
-            raise ValueError(f"{value!r} is not a whole number")
-        return int(value)
-    return operator.index(value)
-
-
-def _text_value(value: Any) -> str:
-    if isinstance(value, Enum):
-        value = value.value
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {type(value).__name__}")
-    return value
-
-
-def _parse_timestamp(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    text = str(value).replace(" ", "T", 1).replace("Z", "+00:00")
-    text = re.sub(r"([+-]\d\d)$", r"\1:00", text)  # Postgres may print "+00"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-def _nullable(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-# kind -> (JSON value to send, JSON value read back -> Python value the SQL store returns)
-_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    "timestamp": (_utc_text, _parse_timestamp),
-    "float": (_float_value, float),  # float("Infinity") reads float8's text back
-    "int": (_int_value, int),
-    "bool": (to_bool, bool),
-    "text": (_text_value, _identity),
-    "float_list": (list_of(_float_value), lambda v: [None if x is None else float(x) for x in v]),
-    "int_list": (list_of(_int_value), lambda v: [None if x is None else int(x) for x in v]),
-    "json": (_json_document, _identity),
-}
-_COLUMN_KINDS: dict[str, dict[str, str]] = {
-    name: {c.name: column_kind(c) for c in table.columns} for name, table in schema.TABLES.items()
-}
-_COLUMN_KINDS[RUN_RESULTS] = {
-    name: _COLUMN_KINDS["runs"].get(name) or _COLUMN_KINDS["metrics"][name] for name in schema.RUN_RESULTS_COLUMNS
-}
-_READERS = {
-    table: {column: _nullable(_KINDS[kind][1]) for column, kind in kinds.items()}
-    for table, kinds in _COLUMN_KINDS.items()
-}
-# Columns a new row cannot do without (the database fills created_at, updated_at, defaults, ids).
-_REQUIRED = {
-    name: frozenset(
-        c.name for c in table.columns
-        if not c.nullable and c.server_default is None and c.name not in ("created_at", "updated_at")
-        and c is not table.autoincrement_column
-    )
-    for name, table in schema.TABLES.items()
-}
-_ALLOWED_VALUES = {
-    ("jobs", "status"): schema.JOB_STATUSES,
-    ("runs", "status"): schema.RUN_STATUSES,
-    ("runs", "regime"): ("passive", "active"),
-    ("job_events", "event_type"): schema.EVENT_TYPES,
-}
+# --- rows on the wire (conversions: storage.values) ----------------------------------------------
 
 
 def _decode(table: str, rows: list[dict]) -> list[Row]:
-    readers = _READERS[table]
-    return [{k: readers.get(k, _identity)(v) for k, v in row.items()} for row in rows]
+    info = values.TABLES[table]
+    return [info.from_json(row) for row in rows]
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -387,39 +268,13 @@ class RestStore(Store):
         return StoreError(BACKEND, message)
 
     def _prepare(self, table: str, rows: Iterable[Row]) -> list[dict]:
-        """JSON-ready copies of `rows`, checked column by column before anything is sent. Rows
-        with the same key are merged (a later one adds to or overrides an earlier one): one
-        upsert statement may not touch a row twice."""
-        kinds = _COLUMN_KINDS[table]
-        key = schema.CONFLICT_KEYS.get(table, ())
-        merged: dict[tuple, dict] = {}
-        unkeyed: list[dict] = []
-        for position, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise self._refuse(f"{table}: row {position} is a {type(row).__name__}, not a dict")
-            unknown = [name for name in row if name not in kinds]
-            if unknown:
-                raise self._refuse(f"{table} has no column {', '.join(map(repr, unknown))}")
-            clean = {}
-            for name, value in row.items():
-                if value is not None:
-                    allowed = _ALLOWED_VALUES.get((table, name))
-                    if allowed and value not in allowed:
-                        raise self._refuse(f"{table}.{name}: {value!r} is not one of {', '.join(allowed)}")
-                    try:
-                        value = _KINDS[kinds[name]][0](value)
-                    except (TypeError, ValueError, OverflowError) as problem:
-                        raise self._refuse(f"{table}.{name}: {problem}") from None
-                clean[name] = value
-            if key:
-                missing = [k for k in key if clean.get(k) in (None, "")]
-                if missing:
-                    raise self._refuse(f"{table}: row {position} has no {', '.join(missing)}")
-                ident = tuple(clean[k] for k in key)
-                merged[ident] = {**merged[ident], **clean} if ident in merged else clean
-            else:
-                unkeyed.append(clean)
-        return list(merged.values()) if key else unkeyed
+        """JSON-ready copies of `rows`, checked column by column before anything is sent, one
+        per key (see `values.TableValues.prepare`)."""
+        info = values.TABLES[table]
+        try:
+            return [info.to_json(row) for row in info.prepare(rows)]
+        except values.BadRow as bad:
+            raise self._refuse(str(bad)) from None
 
     def _batches(self, rows: list[dict]) -> Iterator[list[dict]]:
         """Chunks whose rows all carry the same columns: an upsert sets every column the
@@ -436,7 +291,7 @@ class RestStore(Store):
         now = _now()
         for row in prepared:
             row.setdefault("updated_at", now)  # created_at: the database's default, kept on update
-        required = _REQUIRED[table]
+        required = values.TABLES[table].required
         complete = [row for row in prepared if required <= row.keys()]
         partial = [row for row in prepared if not required <= row.keys()]
         if partial:
@@ -456,7 +311,7 @@ class RestStore(Store):
         stored = {row[key]: row for row in found}
         absent = [row for row in partial if row[key] not in stored]
         if absent:
-            need = ", ".join(sorted(_REQUIRED[table] - absent[0].keys()))
+            need = ", ".join(sorted(values.TABLES[table].required - absent[0].keys()))
             raise self._refuse(
                 f"{table}: {len(absent)} row(s) not stored yet (first: {absent[0][key]!r}) "
                 f"and cannot be inserted without {need}"

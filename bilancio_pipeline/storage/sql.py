@@ -15,18 +15,15 @@ Every database error becomes a `StoreError` naming the backend, without the URL'
 from __future__ import annotations
 
 import datetime as dt
-import math
 import operator
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import (
-    Column,
-    MetaData,
     Table,
     bindparam,
     create_engine,
@@ -42,9 +39,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from bilancio_pipeline.storage import migrations, schema
+from bilancio_pipeline.storage import migrations, schema, values
 from bilancio_pipeline.storage.base import NotFound, Row, Store, StoreError
-from bilancio_pipeline.storage.values import column_kind, list_of, to_bool, to_utc
+from bilancio_pipeline.storage.values import run_results
 
 CHUNK_ROWS = 2_000  # rows per executemany call; the driver pages these into multi-row statements
 COPY_MIN_ROWS = 200  # from this many rows on, PostgreSQL upserts go through COPY (storage.pg_copy)
@@ -52,120 +49,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_HINT = "see `bilancio-pipeline db status`"
 
 _UTC = dt.timezone.utc
-_VALUE_CHECKS = {
-    ("jobs", "status"): schema.JOB_STATUSES,
-    ("runs", "status"): schema.RUN_STATUSES,
-    ("runs", "regime"): ("passive", "active"),
-    ("job_events", "event_type"): schema.EVENT_TYPES,
-}
-_FILLED_BY_STORE = {"created_at", "updated_at"}
-
-
-def _run_results_view() -> Table:
-    """The view (created by the migrations) as a typed table to query."""
-    runs, metrics = schema.runs, schema.metrics
-    sources = [runs.c[name] if name in runs.c else metrics.c[name] for name in schema.RUN_RESULTS_COLUMNS]
-    return Table("run_results", MetaData(), *(Column(c.name, c.type) for c in sources))
-
-
-run_results = _run_results_view()
-
-
-# --- values on the way in and out -----------------------------------------------------------
+_INFO = values.TABLES  # per table: kinds, key, required columns, checks and readers
+_VIEW_INFO = values.TABLES["run_results"]
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(_UTC)
 
 
-def _to_float(value: Any) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value  # SQLite stores NaN as NULL: do so everywhere
-
-
-def _finite_float(value: Any) -> float:
-    # Lists are JSON in SQLite, where NaN and infinities cannot be written: refuse them everywhere.
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} in a list: only finite numbers can be stored")
-    return value
-
-
-def _to_int(value: Any) -> int | None:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if not value.is_integer():
-            raise ValueError(f"{value!r} is not a whole number")
-        return int(value)
-    return operator.index(value)
-
-
-def _to_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {type(value).__name__}")
-    return str.__str__(value)  # a plain str, also from str subclasses such as enums
-
-
-def _to_json(value: Any) -> Any:
-    # Through orjson and back: numpy values become plain numbers and NaN/inf become null, the
-    # same on every backend; anything that is not JSON fails here, naming its column.
-    try:
-        return orjson.loads(_json_dumps(value))
-    except orjson.JSONEncodeError as problem:
-        raise TypeError(f"not JSON: {problem}") from None
-
-
-_WRITERS: dict[str, Callable[[Any], Any] | None] = {
-    "timestamp": to_utc,
-    "float": _to_float,
-    "int": _to_int,
-    "bool": to_bool,
-    "float_list": list_of(_finite_float),
-    "int_list": list_of(operator.index),
-    "json": _to_json,
-    "text": _to_text,
-}
-
-
-_READERS: dict[str, Callable[[Any], Any] | None] = {
-    "timestamp": to_utc,
-    "float_list": lambda v: [float(x) for x in v],
-    "int_list": lambda v: [int(x) for x in v],
-}
-
-
-class _TableInfo:
-    """Per-table facts the store needs on every write and read."""
-
-    def __init__(self, table: Table):
-        self.table = table
-        self.name = table.name
-        self.kinds = {c.name: column_kind(c) for c in table.columns}
-        self.writers = {n: _WRITERS[k] for n, k in self.kinds.items() if _WRITERS[k]}
-        self.readers = {n: _READERS[k] for n, k in self.kinds.items() if k in _READERS}
-        self.key = schema.CONFLICT_KEYS.get(table.name, ())
-        # Columns an INSERT cannot do without (the store fills created_at/updated_at).
-        self.required = frozenset(
-            c.name for c in table.columns
-            if not c.nullable and c.server_default is None and c.name not in _FILLED_BY_STORE
-            and c is not table.autoincrement_column
-        )
-        self.checks = {col: allowed for (tab, col), allowed in _VALUE_CHECKS.items() if tab == table.name}
-
-
-_INFO = {name: _TableInfo(table) for name, table in schema.TABLES.items()}
-_VIEW_INFO = _TableInfo(run_results)
-
-
 def _chunks(items: Sequence, size: int = CHUNK_ROWS) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _json_dumps(value: Any) -> str:
-    # orjson: fast, writes NaN/inf as null (PostgreSQL's jsonb refuses NaN) and numpy values.
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -216,7 +110,7 @@ class SqlStore(Store):
         raise StoreError(self.backend, f"unsupported database URL scheme {url.drivername!r}; use sqlite:/// or postgresql://")
 
     def _create_engine(self) -> Engine:
-        json_args = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+        json_args = {"json_serializer": values.json_text, "json_deserializer": orjson.loads}
         if self.backend == "sqlite":
             in_memory = self.url.database in (None, "", ":memory:")
             if not in_memory:
@@ -288,56 +182,16 @@ class SqlStore(Store):
             return applied
 
     # --- row conversion -----------------------------------------------------------------
-    def _prepare(self, info: _TableInfo, rows: Iterable[Row]) -> list[Row]:
-        """Checked, converted copies of `rows`, one per key (a later row for the same key adds
-        to or overrides an earlier one): a multi-row upsert may not touch a row twice."""
-        merged: dict[tuple, Row] = {}
-        unkeyed: list[Row] = []
-        columns, writers, checks, key_names = info.kinds.keys(), info.writers, info.checks, info.key
-        for position, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise StoreError(self.backend, f"{info.name}: row {position} is a {type(row).__name__}, not a dict")
-            if not columns >= row.keys():
-                unknown = [name for name in row if name not in columns]
-                raise StoreError(self.backend, f"{info.name} has no column {', '.join(map(repr, unknown))}")
-            try:
-                clean = {name: value if value is None or (write := writers.get(name)) is None else write(value)
-                         for name, value in row.items()}
-            except (TypeError, ValueError, OverflowError):
-                self._name_bad_value(info, row)
-                raise
-            for name, allowed in checks.items():
-                value = clean.get(name)
-                if value is not None and value not in allowed:
-                    raise StoreError(self.backend, f"{info.name}.{name}: {value!r} is not one of {', '.join(allowed)}")
-            if key_names:
-                key = tuple(clean.get(k) for k in key_names)
-                if None in key or "" in key:
-                    missing = [k for k in key_names if clean.get(k) in (None, "")]
-                    raise StoreError(self.backend, f"{info.name}: row {position} has no {', '.join(missing)}")
-                merged[key] = {**merged[key], **clean} if key in merged else clean
-            else:
-                unkeyed.append(clean)
-        return list(merged.values()) if key_names else unkeyed
-
-    def _name_bad_value(self, info: _TableInfo, row: Row) -> None:
-        """Raise a StoreError naming the first column of `row` whose value cannot be converted."""
-        for name, value in row.items():
-            write = info.writers.get(name)
-            if value is not None and write is not None:
-                try:
-                    write(value)
-                except (TypeError, ValueError, OverflowError) as problem:
-                    raise StoreError(self.backend, f"{info.name}.{name}: {problem}") from None
+    def _prepare(self, info: values.TableValues, rows: Iterable[Row]) -> list[Row]:
+        """Checked copies of `rows`, one per key (see `values.TableValues.prepare`)."""
+        try:
+            return info.prepare(rows)
+        except values.BadRow as bad:
+            raise StoreError(self.backend, str(bad)) from None
 
     @staticmethod
-    def _read(info: _TableInfo, row: Any) -> Row:
-        out = dict(row._mapping)
-        for name, reader in info.readers.items():
-            value = out.get(name)
-            if value is not None:
-                out[name] = reader(value)
-        return out
+    def _read(info: values.TableValues, row: Any) -> Row:
+        return info.read_sql(row._mapping)
 
     # --- writes -------------------------------------------------------------------------
     def _insert(self, table: Table):
@@ -361,13 +215,13 @@ class SqlStore(Store):
                 else:
                     self._update_existing(conn, info, columns, group, now)
 
-    def _insert_or_update(self, conn, info: _TableInfo, columns: frozenset, group: list[Row], now) -> None:
+    def _insert_or_update(self, conn, info: values.TableValues, columns: frozenset, group: list[Row], now) -> None:
         table = info.table
         changed = [c for c in table.columns.keys() if c in columns and c not in info.key and c != "created_at"]
         if self.backend == "postgres" and len(group) >= COPY_MIN_ROWS:
             from bilancio_pipeline.storage.pg_copy import copy_upsert
 
-            names = [c for c in table.columns.keys() if c in columns or c in _FILLED_BY_STORE]
+            names = [c for c in table.columns.keys() if c in columns or c in values.FILLED_BY_STORE]
             stamped = [{"created_at": now, **row, "updated_at": now} for row in group]
             stage = f"bilancio_stage_{table.name}_{len(changed)}_{id(group)}"
             copy_upsert(conn, table, stamped, names, info.kinds, info.key, [*changed, "updated_at"], stage)
@@ -385,7 +239,7 @@ class SqlStore(Store):
         for chunk in _chunks(group):
             conn.execute(stmt, [{"created_at": now, **row, "updated_at": now} for row in chunk])
 
-    def _update_existing(self, conn, info: _TableInfo, columns: frozenset, group: list[Row], now) -> None:
+    def _update_existing(self, conn, info: values.TableValues, columns: frozenset, group: list[Row], now) -> None:
         """Rows without every required column can only change rows already stored."""
         table = info.table
         (key,) = info.key
