@@ -36,8 +36,11 @@ from bilancio_pipeline.sweeps.batch import BatchResult, run_batch
 from bilancio_pipeline.sweeps.summary import delta_plot_png, summarize, sweep_pairs
 from bilancio_pipeline.volume_http import browser_url
 
-# The largest partition range one Dagster run takes when a user backfills from the UI.
-BACKFILL_BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE", "100"))
+# The largest partition range one Dagster run takes when a user materializes partitions from the
+# UI: as large as a sweep's own batches, since one run already fans out over every core (or
+# Modal) and shows its runs as they finish. Dagster starts one run per contiguous range of the
+# selection, so a selection of one sweep's contiguous partitions is one run per 500.
+BACKFILL_BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE", "500"))
 TABLE_IO = "table_io_manager"
 # While a batch runs, its finished runs are stored and shown as materialized this often.
 FLUSH_SECONDS = float(os.environ.get("BILANCIO_PROGRESS_SECONDS", "3"))
