@@ -87,6 +87,15 @@ def run_and_report(sweep_type: str, options: dict) -> dict:
     config = {"sweep_type": sweep_type, "executor": executor,
               **{k: v for k, v in options.items() if v is not None}}  # an unset --regime: the spec's default
 
+    from bilancio_pipeline.defs.config import SweepConfig
+    from bilancio_pipeline.defs.jobs import max_runs
+    from bilancio_pipeline.sweeps.spec import SpecError, validate
+
+    try:  # every bad field in one line here, not under the launch step's failure log
+        validate(SweepConfig(**config).to_spec(), max_runs=max_runs())
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+
     def show(progress):
         click.echo(f"\r{progress.job_id}: {progress.done}/{progress.total} runs done, {progress.failed} failed",
                    err=True, nl=False)
