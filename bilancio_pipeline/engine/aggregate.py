@@ -116,6 +116,10 @@ def aggregate_job_metrics(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {**summary, "raw_summary": {**summary, **_analysis(rows, pairs)}, "pairs": pairs}
 
 
+def _decomposed(rows: list[dict[str, Any]], value: str, none: str) -> dict[str, Any]:
+    return variance_decomposition(rows, value) if rows else {"computed": False, "reason": none}
+
+
 def _analysis(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """What the raw summary adds to the columns: how the interval is computed, the cells whose
     own interval excludes zero, and the variance decomposition of δ and of the trading effect."""
@@ -129,8 +133,8 @@ def _analysis(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[s
         "cells_with_interval": len(with_interval),
         "cells_ci_excluding_zero": sum(c["excludes_zero"] for c in with_interval),
         "variance_decomposition": {
-            "delta_passive": variance_decomposition(by_regime["passive"], "delta"),
-            "delta_active": variance_decomposition(by_regime["active"], "delta"),
-            "trading_effect": variance_decomposition(pairs, "trading_effect"),
+            "delta_passive": _decomposed(by_regime["passive"], "delta", "no passive runs"),
+            "delta_active": _decomposed(by_regime["active"], "delta", "no active runs"),
+            "trading_effect": _decomposed(pairs, "trading_effect", "no passive/active pairs"),
         },
     }

@@ -327,7 +327,7 @@ function histogram(parent, title, series, bins, ylabel) {
                   "data-tip": s.label + ": " + n + " in [" + fmt(lo + i * width, 3) + ", " + fmt(lo + (i + 1) * width, 3) + ")"}, svg);
     });
   });
-  legend(parent, series.map(function (s) { return {label: s.label + " (n = " + s.values.length + ")", color: s.color, shape: "square"}; }));
+  legend(parent, series.filter(function (s) { return s.values.length; }).map(function (s) { return {label: s.label + " (n = " + s.values.length + ")", color: s.color, shape: "square"}; }));
 }
 function distributions() {
   var box = view("distributions"); if (!box || !RUNS.length) return;

@@ -29,6 +29,7 @@ from bilancio_pipeline.reports.report_js import REPORT_JS
 
 MAX_PAIR_ROWS = 500  # beyond this the pairs table is cut (the figures still show every pair)
 MAX_COMPARE_ROWS = 500
+MAX_GRID_ROWS = 1000
 _RUN_COLUMNS = ("regime", *FACTORS, "delta_total", "phi_total")
 _PAIR_COLUMNS = (*FACTORS, "delta_passive", "delta_active", "trading_effect")
 _VIEWER = pack(REPORT_JS.encode(), 9)  # the same in every report: packed once
@@ -66,7 +67,8 @@ _VIEWS = (
      "trading effect = δ passive − δ active; above zero the dealers reduced defaults. Lines: mean over seeds and ρ per μ."),
     ("heatmaps", "Heatmaps over κ × μ, per concentration", ""),
     ("distributions", "Distributions", ""),
-    ("parallel", "Parallel coordinates", "Every pair as a line across its parameters and outcomes; drag on an axis to select a range."),
+    ("parallel", "Parallel coordinates", "Every pair (in a ring sweep: every run) as a line across its parameters and outcomes; drag on an "
+                 "axis to select a range."),
     ("surface", "Surface over κ × μ", ""),
 )
 
@@ -101,7 +103,7 @@ def render_sweep_report(
     ]
     if completed:
         for name, title, note in _VIEWS:
-            if name in ("delta", "phi", "distributions") or pairs:
+            if name in ("delta", "phi", "distributions", "parallel") or pairs:  # a ring sweep has no pairs
                 parts.append(f"<section><h2>{escape(title)}</h2>"
                              + (f"<p class='small muted'>{escape(note)}</p>" if note else "")
                              + f"<div class='view' data-view='{name}'></div></section>")
@@ -228,7 +230,7 @@ def _sign(value) -> str:
 def _grid_table(cells, analysis) -> str:
     """Per (κ, c, μ, ρ): seeds, mean δ, the mean trading effect ± its 95% t interval over seeds."""
     rows = []
-    for c in cells:
+    for c in cells[:MAX_GRID_ROWS]:
         half = None if c["ci_low"] is None else (c["ci_high"] - c["ci_low"]) / 2
         effect = _fmt(c["mean"]) + ("" if half is None else f" ± {_fmt(half, 3)}")
         interval = "–" if half is None else f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
@@ -241,7 +243,9 @@ def _grid_table(cells, analysis) -> str:
             "(Student t over the cell's seeds).</p>") if with_interval else (
             "<p class='small muted'>One seed per cell: no interval per cell (the sweep-wide interval is in the cards).</p>")
     head = ("κ", "c", "μ", "ρ", "seeds", "δ passive", "δ active", "trading effect ± 95% CI", "95% interval", "excludes 0")
-    return note + _table(head, rows, " data-table='grid'", lambda i, v: _sign(float(v.split(" ")[0])) if i == 7 and v[0] != "–" else "")
+    cut = (f"<p class='small muted'>First {MAX_GRID_ROWS} of {len(cells)} cells.</p>" if len(cells) > MAX_GRID_ROWS else "")
+    return note + _table(head, rows, " data-table='grid'",
+                         lambda i, v: _sign(float(v.split(" ")[0])) if i == 7 and v[0] != "–" else "") + cut
 
 
 def _variance_table(analysis) -> str:
