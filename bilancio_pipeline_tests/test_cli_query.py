@@ -361,6 +361,9 @@ def test_bad_where_points_at_the_mistake(backend):
     ["metrics", "query", "--order-by", "kappa:sideways"],
     ["metrics", "query", "--columns", "run_id,nope"],
     ["metrics", "query", "--regime", "both"],
+    ["metrics", "query", "--min-delta", "nan"],
+    ["metrics", "query", "--max-delta", "1.5"],
+    ["jobs", "compare", JOB],
     ["artifacts", "url", JOB],
     ["artifacts", "download", JOB, "--bogus"],
 ])

@@ -51,6 +51,12 @@ def _columns(ctx, param, value):
     return names
 
 
+def _delta_bound(ctx, param, value):
+    if value is not None and not 0 <= value <= 1:  # also refuses nan
+        raise click.BadParameter(f"{value} is not a delta: it must lie in [0, 1]")
+    return value
+
+
 def _combined(expr, min_delta, max_delta):
     """--where AND the --min-delta/--max-delta bounds, as one filter the backend evaluates."""
     bounds = [Compare("delta_total", op, value) for op, value in ((">=", min_delta), ("<=", max_delta))
@@ -72,8 +78,8 @@ def command():
               help="Filter, e.g. \"kappa < 0.5 and delta_total > 0.1\"; comparisons < <= > >= = !=, "
                    "and, or, not, parentheses; text in quotes, null for missing.")
 @click.option("--regime", type=click.Choice(("passive", "active")), help="Only runs of this regime.")
-@click.option("--min-delta", type=float, metavar="X", help="Only runs with delta_total >= X (combines with --where).")
-@click.option("--max-delta", type=float, metavar="Y", help="Only runs with delta_total <= Y (combines with --where).")
+@click.option("--min-delta", type=float, callback=_delta_bound, metavar="X", help="Only runs with delta_total >= X (combines with --where).")
+@click.option("--max-delta", type=float, callback=_delta_bound, metavar="Y", help="Only runs with delta_total <= Y (combines with --where).")
 @click.option("--order-by", "order_by", callback=_order_by, metavar="COL",
               help="Sort by this column; -COL or COL:desc for descending.")
 @click.option("--desc", "descending", is_flag=True, help="Sort descending (same as -COL).")
