@@ -122,8 +122,8 @@ def run_batch(
     if not tasks:
         return result
 
+    compute.check(artifacts)  # before any run is marked running: a compute that cannot run touches nothing
     lifecycle.mark_started(store, job_id, [t.run_id for t in tasks])
-    compute.check(artifacts)
     scratch = tempfile.mkdtemp(prefix=f"bilancio-{job_id}-")
     started = time.perf_counter()
     try:
