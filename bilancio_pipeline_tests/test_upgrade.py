@@ -231,3 +231,18 @@ def test_two_processes_upgrading_at_once_apply_each_migration_once(backend, tmp_
     finally:
         if backend == "postgres":
             request.getfixturevalue("postgres_server").drop_database("upgrade_race")
+
+
+def test_an_older_unknown_version_in_a_shared_history_is_shown_not_refused(tmp_path):
+    """Another app's migration in a shared Supabase history is not a newer bilancio-pipeline."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with SqlStore(url) as store:
+        store.ping()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("insert into schema_migrations (version, name) values ('20200101000000', 'other_app')"))
+    found = migrations.status(engine)
+    engine.dispose()
+    assert found.unknown == ["20200101000000"] and found.refusal() is None and not found.pending
+    with SqlStore(url) as store:
+        assert store.list_jobs() == []

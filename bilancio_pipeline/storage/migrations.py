@@ -16,10 +16,10 @@ A new SQLite file is built by replaying every migration, and an existing one by 
 pending ones, so a fresh store and an upgraded one get the same statements.
 
 Stores made before migrations were recorded (version 0.x: SQLite created by the store, Postgres
-by running the files with psql or `supabase db push` without history) have the tables but no
-version table: they are taken to be at BASELINE, the two migrations of that version, and only
-later ones are applied. A store that records a migration this code does not know was written
-by a newer version: it is refused, never touched.
+by running the files with psql) have the tables but no version table: they are taken to be at
+BASELINE, the two migrations of that version, and only later ones are applied (a project set up
+with `supabase db push` has its history already). A store that records a migration newer than
+any this code knows was written by a newer version: it is refused, never touched.
 
 Two processes opening the same store at once are safe: each migration is applied inside a lock
 (SQLite: BEGIN IMMEDIATE, the database's write lock; PostgreSQL: a transaction-level advisory
@@ -274,10 +274,13 @@ class Status:
         return self.applied[-1] if self.applied else None
 
     def refusal(self) -> str | None:
-        """Why this code must not touch the store, if it must not."""
-        if not self.unknown:
+        """Why this code must not touch the store, if it must not: a newer version wrote it.
+        (Unknown versions older than ours, e.g. another app's in a shared Supabase project's
+        history, are shown by `db status` but do not stop anything.)"""
+        newer = [v for v in self.unknown if v > self.newest_known]
+        if not newer:
             return None
-        return (f"the database is at schema version {max(self.unknown)}, newer than this bilancio-pipeline knows "
+        return (f"the database is at schema version {max(newer)}, newer than this bilancio-pipeline knows "
                 f"(up to {self.newest_known}): upgrade bilancio-pipeline to the version that wrote it")
 
 
