@@ -6,8 +6,10 @@ with artifacts on the local volume or on the real S3 server.
 """
 
 import json
+from urllib.parse import urlsplit
 
 import dagster as dg
+import httpx
 import pytest
 
 from bilancio_pipeline.compute.base import RunOutcome
@@ -145,7 +147,7 @@ def test_balanced_sweep_end_to_end(instance):
             assert meta["regime"].value == run["regime"] and meta["mu"].value == run["mu"]
             assert meta["delta_total"].value == pytest.approx(metrics[run["run_id"]]["delta_total"], rel=1e-3)
             assert meta["n_defaults"].value == metrics[run["run_id"]]["n_defaults"]
-            assert meta["artifacts"].value.endswith(f"{run['run_id']}/run.html")
+            assert urlsplit(meta["artifacts"].value).path.endswith(f"{run['run_id']}/run.html")
             assert f"κ {run['kappa']:g}" in meta["run"].value
     summary = instance.get_latest_materialization_event(dg.AssetKey("job_metrics")).asset_materialization.metadata
     assert summary["n_pairs"].value == 4 and summary["mean_delta_passive"].value == pytest.approx(
@@ -155,7 +157,11 @@ def test_balanced_sweep_end_to_end(instance):
     report = instance.get_latest_materialization_event(dg.AssetKey("sweep_report")).asset_materialization
     assert report.partition == "test-sweep"
     html = volume.get_bytes("test-sweep/report.html").decode()
-    assert report.metadata["report"].value.endswith("test-sweep/report.html")
+    link = report.metadata["report"].value
+    assert urlsplit(link).path.endswith("test-sweep/report.html")
+    if volume.backend != "local":  # on S3: a presigned link that opens as is
+        opened = httpx.get(link)
+        assert opened.status_code == 200 and "test-sweep" in opened.text
     assert "test-sweep" in html
 
     # Launching the same sweep again creates nothing and recomputes nothing.
