@@ -78,7 +78,7 @@ def _describe_error(response: httpx.Response) -> tuple[str | None, str]:
     if hint:
         parts.append(f"hint: {hint}")
     if code in _SCHEMA_CODES:
-        parts.append("the database schema does not match this code: are supabase/migrations applied?")
+        parts.append("the database schema does not match this code: `bilancio-pipeline db status` shows the migrations it lacks")
     if code == "42501":
         parts.append("writing needs the service-role key (BILANCIO_SUPABASE_KEY)")
     return (str(code) if code is not None else None), "; ".join(parts)
