@@ -154,6 +154,10 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(ui_server, tmp_pa
     (metrics_run,) = runs["job_metrics_job"]
     assert metrics_run["status"] == "SUCCESS", statuses
     assert report_url.startswith("http://127.0.0.1:")
+    # The checks count as evaluated against the materializations they checked.
+    for asset in ("run_metrics", "job_metrics"):
+        statuses = _latest_check_statuses(dagster_dev, asset)
+        assert statuses and set(statuses.values()) == {"SUCCEEDED"}, (asset, statuses)
 
     store = open_store(home=dagster_dev.bilancio_home)
     try:
@@ -173,6 +177,17 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(ui_server, tmp_pa
         assert covered <= {r["run_id"] for r in db_runs}
     finally:
         store.close()
+
+
+_CHECKS = """query Checks($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } } }"""
+
+
+def _latest_check_statuses(server, asset: str) -> dict[str, str | None]:
+    """What the asset's Checks tab shows for its latest materialization (None: "Not evaluated")."""
+    node = server.graphql(_CHECKS, {"key": {"path": [asset]}})["assetNodeOrError"]
+    return {c["name"]: (c["executionForLatestMaterialization"] or {}).get("status")
+            for c in node["assetChecksOrError"]["checks"]}
 
 
 def _a_run_of_the_sweep(server) -> tuple[dict, dict]:
