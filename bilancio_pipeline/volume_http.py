@@ -71,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         if key and not key.endswith("/") and "." in key.rsplit("/", 1)[-1]:
             return self.volume.get_bytes(key), _content_type(key)
         keys = self.volume.list_keys(f"{key}/" if key else "")
-        if not keys:
+        if not keys and key:
             return None, None
         return _index(key, keys).encode(), "text/html; charset=utf-8"
 
