@@ -310,7 +310,7 @@ def synthetic_body(chunk):
             "usage": {"wall_seconds": 2.0, "cpu_seconds": 1.5, "peak_memory_mib": 300}}
 
 
-@pytest.mark.parametrize("max_concurrency, n_agents", [(100, 50), (1000, 2000)])
+@pytest.mark.parametrize("max_concurrency, n_agents", [(1000, 2000)])  # 100 and n=50: the stored sweep below
 def test_a_20000_run_sweep_goes_through_within_modals_limits(max_concurrency, n_agents):
     handle = LocalFunction(body=synthetic_body, containers=100)
     tasks = [RunTask(f"big-sweep_{regime}_{i:012d}", "big-sweep",
@@ -637,3 +637,44 @@ def test_without_r2_a_modal_sweep_stays_on_the_volume_and_download_reads_it_ther
     assert link.exit_code == 1 and "Modal Volume has no download URLs" in link.output
     listed = runner.invoke(cli, ["volume", "ls", "--volume", "modal"])
     assert listed.exit_code == 0 and "on-volume" in listed.output
+
+
+def test_a_20000_run_sweep_is_stored_whole_with_its_modal_cost(sqlite_store, tmp_path):
+    """The project's largest sweep as one batch through the fake handle (Modal's limits enforced,
+    containers answering without simulating): every run completed, job_metrics with the cost."""
+    from bilancio_pipeline.storage.artifacts.local import LocalArtifactStore
+    from bilancio_pipeline.sweeps import lifecycle
+    from bilancio_pipeline.sweeps.batch import run_batch
+    from bilancio_pipeline.sweeps.spec import SweepSpec, expand, validate
+    from bilancio_pipeline.sweeps.summary import summarize
+
+    def container(chunk):  # a passive run defaults more often than its active twin
+        out = synthetic_body(chunk)
+        for r, t in zip(out["results"], chunk):
+            r["summary"] = {"delta_total": 0.6 if t["params"]["regime"] == "passive" else 0.4, "phi_total": 0.5}
+        return out
+
+    grid = tuple(round(0.1 * i, 1) for i in range(1, 11))
+    spec = validate(SweepSpec(n_agents=50, maturity_days=10, kappas=grid, concentrations=grid, mus=tuple(g / 2 for g in grid),
+                              seeds=tuple(range(10)), job_id="twenty-thousand", executor="modal"))
+    planned = expand(spec)
+    assert len(planned) == 20_000
+    lifecycle.register_sweep(sqlite_store, spec, planned)
+    handle = LocalFunction(body=container, containers=100)
+
+    compute = ModalCompute(functions={"run_simulations": handle, "health_check": LocalFunction(modal_app.health_check)})
+    batch = run_batch(sqlite_store, LocalArtifactStore(tmp_path / "volume"), compute,
+                      [p.run_id for p in planned])
+    sqlite_store.upsert_runs(batch.runs)
+    sqlite_store.upsert_metrics(batch.metrics)
+    lifecycle.record_progress(sqlite_store, "twenty-thousand", {"compute": batch.usage})
+
+    assert len(batch.completed) == 20_000 and not batch.failed
+    counts = sqlite_store.run_counts("twenty-thousand")
+    assert counts["completed"] == sum(counts.values()) == 20_000
+    assert handle.refused == 0 and max(c["size"] for c in handle.map_calls) <= 100
+    row = summarize(sqlite_store, "twenty-thousand").row
+    assert row["n_pairs"] == 10_000 and row["mean_trading_effect"] == pytest.approx(0.2)
+    spent = row["raw_summary"]["compute"]
+    assert spent["runs"] == 20_000 and spent["inputs"] == sum(c["size"] for c in handle.map_calls)
+    assert spent["cpu_seconds"] == pytest.approx(1.5 * spent["inputs"])
