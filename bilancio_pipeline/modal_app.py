@@ -116,10 +116,9 @@ def run_simulation(task: dict[str, Any]) -> dict[str, Any]:
     call_id = modal.current_function_call_id()
     runner = _runner()
     try:
-        done = runner.finish(*runner.run(task))
+        (done,) = runner.run_chunk([task], _commit_volume)["results"]  # a chunk of one
     finally:
         runner.close()
-    _commit_volume()  # also keeps what a failed run wrote, for inspection
     if not done["ok"]:
         raise RunFailed(done["run_id"], done["error"], call_id)
     return {**done, "version": bilancio_pipeline.__version__, "volume": VOLUME_NAME, "call_id": call_id}
