@@ -95,6 +95,8 @@ def simulate_runs(context: dg.AssetExecutionContext, config: BatchConfig, store:
             lifecycle.record_progress(db, job_id, {"batch_runs": len(batch.runs), "failed": len(batch.failed),
                                                    "skipped": len(batch.skipped),
                                                    "missing_artifacts": len(batch.missing_artifacts),
+                                                   "simulate_seconds": round(batch.simulate_seconds, 3),
+                                                   "upload_seconds": round(batch.upload_seconds, 3),
                                                    "compute": batch.usage})  # Modal seconds and cost, or None
             _merge_into(merged, batch)
     finally:
@@ -105,7 +107,8 @@ def simulate_runs(context: dg.AssetExecutionContext, config: BatchConfig, store:
     yield accounting_check(merged.metrics)
     ok = len(merged.runs) - len(merged.failed)
     context.log.info(f"{len(keys)} runs: {ok} ok, {len(merged.failed)} failed, {len(merged.skipped)} already complete"
-                     f"{', recomputed' if config.recompute else ''}, {time.perf_counter() - started:.1f} s")
+                     f"{', recomputed' if config.recompute else ''}, {time.perf_counter() - started:.1f} s "
+                     f"(simulating {merged.simulate_seconds:.1f} s, storing files {merged.upload_seconds:.1f} s)")
     if merged.failed:
         failed = sorted(merged.failed.items())
         raise dg.Failure(
