@@ -256,3 +256,12 @@ def test_re_executing_a_launch_resumes_its_sweep(sqlite_instance):
     assert again.success
     assert instance.get_run_by_id(again.run_id).tags["bilancio/job_id"] == job_id
     assert [j["job_id"] for j in store_from_env().list_jobs()] == [job_id]  # no second sweep
+
+
+def test_an_executor_left_empty_is_the_configured_one(sqlite_instance):
+    defs = build_definitions(compute=ComputeResource(executor="modal", workers=1))  # as BILANCIO_EXECUTOR=modal
+    launch = defs.resolve_job_def("launch_sweep_job").execute_in_process(
+        run_config={"ops": {"launch_sweep": {"config": SPEC}}}, instance=sqlite_instance,
+        tags={"bilancio/launched_by": "cli"})  # no batches: only what the launch records
+    assert launch.success
+    assert store_from_env().get_job("test-sweep")["executor"] == "modal"

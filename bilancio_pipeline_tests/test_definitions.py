@@ -51,3 +51,20 @@ def test_cloud_settings_are_env_vars_not_values(monkeypatch):
     resolved = store.process_config_and_initialize()
     assert resolved.db_url == CLOUD_ENV["BILANCIO_SUPABASE_DB_URL"]
     assert defs.resources["compute"].process_config_and_initialize().executor == "modal"
+
+
+def test_the_form_and_the_command_line_take_their_defaults_from_the_spec():
+    from bilancio_pipeline.cli.sweep import command
+    from bilancio_pipeline.defs.config import SweepConfig
+    from bilancio_pipeline.sweeps.spec import DEFAULTS, SweepSpec
+
+    form = SweepConfig()
+    assert form.to_spec() == SweepSpec()  # the form's defaults are the spec's
+    assert form.executor is None and form.regime is None  # empty, not pre-filled with a choice
+    cli = command.make_context("sweep", ["balanced"]).params  # the options' values when none is given
+    for name in ("n_agents", "maturity_days", "kappas", "concentrations", "mus", "outside_mid_ratios", "seeds",
+                 "cash_accounting", "artifact_policy", "description", "job_id"):
+        default = getattr(DEFAULTS, name)
+        assert cli[name] == (list(default) if isinstance(default, tuple) else default), name
+    assert cli["executor"] is None and cli["regime"] is None and cli["recompute"] is False
+    assert "VBT" in SweepConfig.model_fields["outside_mid_ratios"].description
