@@ -246,3 +246,17 @@ def test_an_older_unknown_version_in_a_shared_history_is_shown_not_refused(tmp_p
     assert found.unknown == ["20200101000000"] and found.refusal() is None and not found.pending
     with SqlStore(url) as store:
         assert store.list_jobs() == []
+
+
+def test_db_commands_on_a_new_folder_look_without_creating_then_upgrade(tmp_path, monkeypatch):
+    for name in ("BILANCIO_SUPABASE_DB_URL", "BILANCIO_SUPABASE_URL", "BILANCIO_SUPABASE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path / "home"))
+    every = [m.filename for m in migrations.available()]
+    assert json.loads(run("db", "status", "--format", "json"))["pending"] == every
+    assert run("db", "upgrade", "--dry-run").count("-- ") == len(every)
+    assert not (tmp_path / "home").exists()  # looking created nothing
+    assert run("db", "upgrade").splitlines()[:-1] == [f"Applied {name}" for name in every]
+    status = json.loads(run("db", "status", "--format", "json"))
+    assert status["pending"] == [] and status["version"] == migrations.available()[-1].version
+    assert "Already at the newest schema version" in run("db", "upgrade")

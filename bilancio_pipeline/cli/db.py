@@ -81,6 +81,10 @@ def status(fmt):
 @friendly_errors
 def upgrade(dry_run):
     """Apply the pending migrations, each in one transaction."""
+    sqlite_file = _sqlite_file()
+    if dry_run and sqlite_file is not None and not sqlite_file.exists():  # looking creates nothing
+        _echo_plan("sqlite", str(sqlite_file), migrations.available())
+        return
     store = _open()
     try:
         if store.backend == "supabase-rest":
@@ -99,17 +103,21 @@ def upgrade(dry_run):
             echo(f"Already at the newest schema version, {found.current}.")
             return
         if dry_run:
-            echo(f"Would apply {len(found.pending)} migration(s) to {store.location}:")
-            for migration in found.pending:
-                echo(f"-- {migration.filename}")
-                for statement in migrations.statements_for(store.backend, migration):
-                    echo(f"{statement};")
+            _echo_plan(store.backend, store.location, found.pending)
             return
         for migration in store.upgrade_schema():
             echo(f"Applied {migration.filename}")
         echo(f"Schema version: {store.schema_status().current}")
     finally:
         store.close()
+
+
+def _echo_plan(backend: str, location: str, pending: list[migrations.Migration]) -> None:
+    echo(f"Would apply {len(pending)} migration(s) to {location}:")
+    for migration in pending:
+        echo(f"-- {migration.filename}")
+        for statement in migrations.statements_for(backend, migration):
+            echo(f"{statement};")
 
 
 def _print(report: dict, fmt: str, note: str | None) -> None:
