@@ -33,6 +33,9 @@ DEPLOY_HINT = "run `modal token new` (or set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET),
 MAP_MAX_IN_FLIGHT = 1_000  # inputs of one .map running at once
 CALL_MAX_INPUTS = 25_000  # inputs of one function call (one .map)
 MAX_PENDING_INPUTS = 2_000  # inputs waiting for a container
+# A batch never has more than max_concurrency inputs in the system (one .map at a time), so
+# keeping max_concurrency at or under all three limits keeps the batch under them by construction.
+MOST_INPUTS_AT_ONCE = min(MAP_MAX_IN_FLIGHT, CALL_MAX_INPUTS, MAX_PENDING_INPUTS)
 QUOTA_WAIT_INITIAL, QUOTA_WAIT_MAX = 1.0, 30.0  # seconds between tries after Resource Exhausted
 QUOTA_RETRY_SECONDS = 900.0  # then the batch's unfinished runs fail with the quota error
 
@@ -94,9 +97,9 @@ class ModalCompute(Compute):
                  functions: Mapping[str, Any] | None = None, input_seconds: float = TARGET_INPUT_SECONDS,
                  quota_retry_seconds: float = QUOTA_RETRY_SECONDS, sleep: Callable[[float], None] = time.sleep):
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) \
-                or not 1 <= max_concurrency <= MAP_MAX_IN_FLIGHT:
+                or not 1 <= max_concurrency <= MOST_INPUTS_AT_ONCE:
             raise ValueError(f"invalid max_concurrency={max_concurrency!r} (BILANCIO_MODAL_MAX_CONCURRENCY): must be "
-                             f"an integer from 1 to {MAP_MAX_IN_FLIGHT}, Modal's limit of inputs in flight per .map")
+                             f"an integer from 1 to {MOST_INPUTS_AT_ONCE}, Modal's limit of inputs in flight per .map")
         if not input_seconds > 0:
             raise ValueError(f"invalid input_seconds={input_seconds!r}: must be a number > 0")
         self.app_name = app_name
