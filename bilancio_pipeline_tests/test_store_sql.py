@@ -588,3 +588,15 @@ def test_values_of_the_wrong_kind_are_refused_naming_the_column(sql_store):
             sql_store.upsert_runs([make_run("r0"), row])
         assert named in str(info.value)
     assert sql_store.list_runs("brave-blue-fox") == []  # nothing written, not even the good row
+
+
+@pytest.mark.postgres
+def test_db_status_shows_no_password(postgres_url):
+    from click.testing import CliRunner
+
+    from bilancio_pipeline.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["db", "status"], env={"BILANCIO_SUPABASE_DB_URL": with_password(postgres_url)})
+    assert result.exit_code == 0, result.output
+    assert "postgres:***@" in result.output and DUMMY_PASSWORD not in result.output
+    assert "pending:        0" in result.output
