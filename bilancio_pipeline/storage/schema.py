@@ -1,8 +1,9 @@
 """The tables every backend keeps, as SQLAlchemy Core metadata.
 
-`supabase/migrations/` is the schema of record for Postgres and Supabase; this module is the
-same schema as the code sees it (SQLite is created from it), and a test proves the two agree
-column for column.
+`supabase/migrations/` is the schema of record for every backend (SQLite gets the same
+migrations in its dialect, see `storage.migrations`); this module is the same schema as the code
+sees it, and tests prove they agree column for column on PostgreSQL and on SQLite. A column added
+by a migration goes last in its table here, where ALTER TABLE … ADD COLUMN puts it.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ TABLES = {t.name: t for t in (jobs, runs, metrics, job_events, job_metrics)}
 CONFLICT_KEYS = {"jobs": ("job_id",), "runs": ("run_id",), "metrics": ("run_id",), "job_metrics": ("job_id",)}
 
 # The view `run_results` (runs joined with their metrics) that queries read; created by the
-# migrations on Postgres and by the SQL store on SQLite, with the same text.
+# migrations (on SQLite, by their SQLite text in storage.migrations_sqlite).
 RUN_RESULTS_COLUMNS = (
     "run_id", "job_id", "status", "regime", "n_agents", "maturity_days", "kappa", "concentration",
     "mu", "outside_mid_ratio", "seed", "cash_accounting", "execution_time_ms", "error",
