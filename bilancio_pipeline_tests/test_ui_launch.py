@@ -8,7 +8,7 @@ polls, so reading it would be slower and flakier), the results from the store.
 
 Then it reads the sweep as a researcher would: a run partition's page shows that run's κ and δ,
 job_metrics its fields, sweep_report its plot inline and a report link that opens (the volume is
-served over http beside the UI, as `bilancio-pipeline ui` does). Screenshots go to the folder the
+served over http beside the UI by `bilancio-pipeline ui`, which this test runs). Screenshots go to the folder the
 test prints (BILANCIO_SCREENSHOTS, else the test's temporary folder).
 """
 
@@ -18,11 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from bilancio_pipeline.benchmarks.dagster_server import DagsterDevServer
-from bilancio_pipeline.benchmarks.pg_server import free_port
-from bilancio_pipeline.storage.artifacts.local import LocalArtifactStore
 from bilancio_pipeline.storage.config import open_store
-from bilancio_pipeline.volume_http import VolumeServer
 
 pytestmark = pytest.mark.browser
 
@@ -41,24 +37,6 @@ SWEEP_YAML = f"""ops:
       job_id: {JOB_ID}
 """  # 2 kappas x 1 seed x 2 regimes = 4 runs, 2 passive/active pairs
 SWEEP_TIMEOUT = 150  # seconds from the click to job_metrics: a bound for a busy machine, not the expected time
-
-
-@pytest.fixture
-def ui_server(tmp_path, request):
-    """`dagster dev` with the results volume served over http beside it, as `bilancio-pipeline ui` runs them."""
-    home = tmp_path / "bilancio-home"
-    volume = VolumeServer(LocalArtifactStore(home / "volume"), free_port()).start()
-    server = DagsterDevServer(home, tmp_path / "dagster-home", log_path=tmp_path / "dagster-dev.log",
-                              env={"BILANCIO_WORKERS": "2", "BILANCIO_VOLUME_URL": volume.url})
-    server.start()
-    try:
-        yield server
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- dagster dev log (tail) ---\n{server.log_tail(8000)}")
-        server.stop()
-        volume.stop()
 
 
 def _screenshots(tmp_path) -> Path:
@@ -116,8 +94,9 @@ def _finished(server):
     return None
 
 
-def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(ui_server, tmp_path):
-    dagster_dev, shots = ui_server, _screenshots(tmp_path)
+def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_path):
+    # `bilancio-pipeline ui` itself: dagster dev, and the results volume served over http beside it
+    dagster_dev, shots = bilancio_ui, _screenshots(tmp_path)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
