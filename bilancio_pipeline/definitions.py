@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from bilancio_pipeline.defs import assets, console, jobs, maintenance, sensors
+from bilancio_pipeline.defs import assets, jobs, maintenance, sensors
 from bilancio_pipeline.defs.io_managers import SupabaseIOManager
 from bilancio_pipeline.defs.resources import resources_from_env
 
@@ -16,7 +16,6 @@ def build_definitions(**overrides: dg.ConfigurableResource) -> dg.Definitions:
         sensors=[sensors.sweep_batches_sensor, sensors.batch_success_sensor, sensors.batch_failure_sensor,
                  sensors.batch_canceled_sensor, sensors.sweep_completion_sensor, sensors.dead_run_sensor],
         resources={**resources, "table_io_manager": SupabaseIOManager(store=resources["store"])},
-        loggers={"console": console.run_console_logger},
     )
     return dg.Definitions.merge(core, maintenance.defs)
 

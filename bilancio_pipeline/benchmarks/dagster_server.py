@@ -102,12 +102,9 @@ class DagsterDevServer:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> DagsterDevServer:
         self.bilancio_home.mkdir(parents=True, exist_ok=True)
-        write_instance_yaml(self.dagster_home, self.env)
-        self.port = free_port()
-        dagster = Path(sys.executable).parent / "dagster"
-        command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
+        command, cwd = self._command()
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env, stdout=self._log,
+        self.process = subprocess.Popen(command, cwd=cwd, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         self.client = httpx.Client(base_url=self.url, timeout=30.0)
         try:
@@ -116,6 +113,13 @@ class DagsterDevServer:
             self.stop()
             raise
         return self
+
+    def _command(self) -> tuple[list[str], Path]:
+        """The command that serves, and its folder: `dagster dev` on our instance config."""
+        write_instance_yaml(self.dagster_home, self.env)
+        self.port = free_port()
+        dagster = Path(sys.executable).parent / "dagster"
+        return [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)], REPO_ROOT
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM to the server's process group, SIGKILL to what is left after `timeout`."""

@@ -24,7 +24,11 @@ import psutil
 from bilancio_pipeline.defs import console
 
 HOST_TAG = "bilancio/host"  # the machine whose process runs the run (sensors and the CLI set it)
-WORKER_GONE_TAG = "bilancio/worker_gone"  # set on a run this module reported failed
+# Set to the run's own id on a run this module reported failed (a retry copies its parent's
+# tags: compare with the id, `reported_dead`).
+WORKER_GONE_TAG = "bilancio/worker_gone"
+TAKEN_OVER_TAG = "bilancio/taken_over"  # on a dead CLI run whose sweep someone else now runs
+_CLI = {"bilancio/launched_by": "cli"}
 _CLOCK_SLACK_S = 1.0  # a process created this much after the run started is another process
 
 log = console.events()
@@ -51,7 +55,7 @@ def _judged_here(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return host == this_host() if host else _storage_is_local(instance)
 
 
-def _worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+def worker_of(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
     """(pid, timestamp) of the process running the run: the pid on its RUN_START event, or, for a
     run still STARTING, the one its launcher reported ("Started process for run")."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
@@ -79,6 +83,11 @@ def process_gone(pid: int, started_at: float) -> bool:
         return False
 
 
+def reported_dead(run: dg.DagsterRun) -> bool:
+    """This run (not a parent it was retried from) was reported failed because its process died."""
+    return run.tags.get(WORKER_GONE_TAG) == run.run_id
+
+
 def find_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> list[DeadRun]:
     """STARTING, STARTED and CANCELING runs whose process is gone. A STARTING run whose process
     is not known yet is being launched; with `no_launcher` (no daemon can be launching it: the
@@ -90,7 +99,7 @@ def find_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> l
         run = record.dagster_run
         if not _judged_here(instance, run):
             continue
-        worker = _worker(instance, run.run_id)
+        worker = worker_of(instance, run.run_id)
         if worker is None:
             if run.status == dg.DagsterRunStatus.STARTING and no_launcher:
                 dead.append(DeadRun(run, None))
@@ -101,7 +110,9 @@ def find_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> l
 
 
 def end_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> list[str]:
-    """Report every dead run failed (a dead CANCELING run: canceled). Returns their run ids."""
+    """Report every dead run failed (a dead CANCELING run: canceled). Returns their run ids.
+    A dead run of a command-line sweep means the command line died: `orphaned_cli_runs` finds it
+    until someone takes its sweep over."""
     ended = []
     for dead in find_dead_runs(instance, no_launcher):
         run = instance.get_run_by_id(dead.run.run_id)
@@ -110,7 +121,7 @@ def end_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> li
         what = f"its process (pid {dead.pid})" if dead.pid else "the process launching it"
         message = (f"{what} is gone: it ended without reporting (killed, out of memory, or the machine "
                    "restarted). Reported failed by bilancio-pipeline so the run frees its slot.")
-        instance.add_run_tags(run.run_id, {WORKER_GONE_TAG: "true"})
+        instance.add_run_tags(run.run_id, {WORKER_GONE_TAG: run.run_id})
         if run.status == dg.DagsterRunStatus.CANCELING:
             instance.report_run_canceled(run, message)
         else:
@@ -118,3 +129,13 @@ def end_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> li
         log.warning("run %s of %s: %s", run.run_id, run.job_name, message.split(".")[0])
         ended.append(run.run_id)
     return ended
+
+
+def orphaned_cli_runs(instance: dg.DagsterInstance, limit: int = 100) -> list[dg.DagsterRun]:
+    """Runs of command-line sweeps reported dead whose sweep nobody has taken over yet."""
+    failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], tags=_CLI), limit=limit)
+    return [run for run in failed if reported_dead(run) and TAKEN_OVER_TAG not in run.tags]
+
+
+def mark_taken_over(instance: dg.DagsterInstance, run: dg.DagsterRun, by: str) -> None:
+    instance.add_run_tags(run.run_id, {TAKEN_OVER_TAG: by})

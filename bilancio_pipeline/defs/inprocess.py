@@ -4,8 +4,8 @@ The command line and the tests use this: it executes `launch_sweep_job`, then
 `sweep_batch_job` over the batches the orchestrator plans (sweeps/orchestrator.py), then
 `job_metrics_job`, all against the given instance, so the runs and materializations show up in
 the UI. Runs left STARTED by an earlier process that died (a CLI sweep killed with kill -9) are
-ended first, so they never hold a run slot; if a UI's daemon is running, it takes such a sweep
-over by itself (defs/sensors.py).
+ended first, so they never hold a run slot; a UI's daemon takes such a sweep over by itself
+(defs/sensors.py) unless this command resumes it.
 """
 
 import re
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from bilancio_pipeline.defs.dead_runs import HOST_TAG, end_dead_runs, this_host
-from bilancio_pipeline.defs.jobs import LAUNCHED_BY_TAG
+from bilancio_pipeline.defs.dead_runs import HOST_TAG, end_dead_runs, mark_taken_over, orphaned_cli_runs, this_host
+from bilancio_pipeline.defs.jobs import JOB_ID_TAG, LAUNCHED_BY_TAG
 from bilancio_pipeline.defs.orchestration import batch_tags, partition_order
 from bilancio_pipeline.sweeps import orchestrator
 from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES
@@ -80,6 +80,9 @@ def run_sweep(
         if not launch.success:
             raise SweepFailed(failure_message(launch))
         job_id = launch.output_for_node("launch_sweep")
+        for orphan in orphaned_cli_runs(instance):  # a dead command line's runs of this sweep: ours now
+            if orphan.tags.get(JOB_ID_TAG) == job_id:
+                mark_taken_over(instance, orphan, by=launch.run_id)
         counts = store.run_counts(job_id)
         progress = SweepProgress(job_id, sum(counts.values()), counts)
         if on_progress:

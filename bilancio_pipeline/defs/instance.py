@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 BATCH_POOL_TAG = "bilancio/pool"  # sweep batches carry {BATCH_POOL_TAG: BATCH_POOL}; their run limit
 BATCH_POOL = "sweep_batches"
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 _HEADER = f"# bilancio-pipeline instance settings, version {CONFIG_VERSION}. Remove this line to keep your own edits.\n"
 _STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 
@@ -80,6 +80,9 @@ def instance_config(home: Path) -> dict:
         "run_monitoring": {"enabled": True, "poll_interval_seconds": 5, "start_timeout_seconds": 90},
         # Which runs are retried, and how often, is set per job by the `dagster/max_retries` tag.
         "run_retries": {"enabled": True, "max_retries": 0},
+        # A run's console shows INFO and above (its event log keeps every event): not a DEBUG
+        # line per partition and asset.
+        "python_logs": {"python_log_level": "INFO"},
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }

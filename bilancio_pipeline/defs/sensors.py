@@ -25,13 +25,9 @@ from bilancio_pipeline.sweeps import orchestrator
 log = console.events()
 
 
-def _from_cli(run: dg.DagsterRun) -> bool:
-    return run.tags.get(LAUNCHED_BY_TAG) == "cli"
-
-
 def _daemon_sweep(run: dg.DagsterRun) -> str | None:
     """The sweep a run belongs to, if the daemon drives it (a command line drives its own)."""
-    return None if _from_cli(run) else run.tags.get(JOB_ID_TAG)
+    return None if run.tags.get(LAUNCHED_BY_TAG) == "cli" else run.tags.get(JOB_ID_TAG)
 
 
 @contextmanager
@@ -92,17 +88,9 @@ def batch_success_sensor(context: dg.RunStatusSensorContext, store: StoreResourc
 def _after_bad_end(context: dg.RunStatusSensorContext, store: StoreResource, what: str):
     instance = context.instance
     run = instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run  # with its latest tags
+    keys = keys_of_run(instance, run)
+    retry = will_retry(instance, run)
     with _opened(store) as db:
-        if _from_cli(run):
-            # A live command line settles its own batches. One whose process died is taken over:
-            # the daemon runs what the sweep has left.
-            job_id = run.tags.get(JOB_ID_TAG)
-            if job_id and run.tags.get(dead_runs.WORKER_GONE_TAG):
-                log.warning("sweep %s: the command line running it is gone; the daemon takes it over", job_id)
-                yield from _batch_requests(db, instance, job_id, f"takeover:{run.run_id}")
-            return
-        keys = keys_of_run(instance, run)
-        retry = will_retry(instance, run)
         for job_id in sorted({job_id_of(k) for k in keys}):
             stuck = orchestrator.batch_ended_badly(
                 db, job_id, [k for k in keys if job_id_of(k) == job_id],
@@ -116,12 +104,11 @@ def _after_bad_end(context: dg.RunStatusSensorContext, store: StoreResource, wha
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=[sweep_batch_job, launch_sweep_job],
-    request_jobs=[sweep_batch_job, job_metrics_job],
+    monitored_jobs=[sweep_batch_job],
+    request_job=job_metrics_job,
     minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A failed batch that will not be retried leaves no run `running`: they become `failed`; "
-                "a dead command-line sweep is taken over.",
+    description="A failed batch that will not be retried leaves no run `running`: they become `failed`.",
 )
 def batch_failure_sensor(context: dg.RunFailureSensorContext, store: StoreResource):
     yield from _after_bad_end(context, store, "failed")
@@ -153,12 +140,26 @@ def sweep_completion_sensor(context: dg.SensorEvaluationContext, store: StoreRes
 
 
 @dg.sensor(
+    job=sweep_batch_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs whose worker process is gone (killed, out of memory, machine restarted) are reported "
-                "failed, so they free their slot and Dagster's run retries re-run them.",
+                "failed, so they free their slot and Dagster's run retries re-run them; a command-line sweep "
+                "whose process died is taken over.",
 )
-def dead_run_sensor(context: dg.SensorEvaluationContext):
-    ended = dead_runs.end_dead_runs(context.instance)
-    return dg.SkipReason(f"reported {len(ended)} dead runs failed: {', '.join(ended)}" if ended
-                         else "no dead runs")
+def dead_run_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
+    instance = context.instance
+    ended = dead_runs.end_dead_runs(instance)
+    # A dead command-line run cannot be retried by Dagster (it has no code location) and no run
+    # status sensor sees it: the daemon runs what its sweep has left.
+    orphans = dead_runs.orphaned_cli_runs(instance)
+    if orphans:
+        with _opened(store) as db:
+            for run in orphans:
+                job_id = run.tags.get(JOB_ID_TAG)
+                if job_id:
+                    log.warning("sweep %s: the command line running it is gone; the daemon takes it over", job_id)
+                    yield from _batch_requests(db, instance, job_id, f"takeover:{run.run_id}")
+                dead_runs.mark_taken_over(instance, run, by="daemon")
+    if not orphans:
+        yield dg.SkipReason(f"reported {len(ended)} dead runs failed" if ended else "no dead runs")
