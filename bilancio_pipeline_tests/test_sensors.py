@@ -97,3 +97,41 @@ def test_a_dead_batch_leaves_no_run_running(env):
     assert [rows[k]["status"] for k in keys[:3]] == ["failed"] * 3
     assert batch.run_id in rows[keys[0]]["error"]
     assert [rows[k]["status"] for k in keys[3:]] == ["pending"] * 3  # outside the batch: untouched
+
+
+@pytest.mark.parametrize("will_retry", [True, False])
+def test_a_failed_batch_that_dagster_retries_keeps_its_runs_for_the_retry(env, will_retry):
+    """Batches are idempotent: if Dagster's run retries will re-run the batch, its runs wait for
+    the retry as they are; once retries are spent, they become failed and the sweep can finish."""
+    instance, store_resource, store = env
+    defs = build_definitions(compute=BrokenCompute())
+    _launch(defs, instance)
+    keys = instance.get_dynamic_partitions("runs")
+    batch = defs.resolve_job_def("sweep_batch_job").execute_in_process(
+        instance=instance, tags=range_tags(keys[0], keys[-1]), raise_on_error=False)
+    instance.add_run_tags(batch.run_id, {"dagster/will_retry": str(will_retry).lower()})  # as run retries set it
+    requests = list(sensors.batch_failure_sensor(_status_context(instance, batch, "PIPELINE_FAILURE"),
+                                                 store=store_resource) or [])
+    statuses = {r["status"] for r in store.list_runs("sensor-sweep")}
+    if will_retry:
+        assert statuses == {"running"} and requests == []  # the retry runs them; no job_metrics yet
+    else:
+        assert statuses == {"failed"}
+        (request,) = requests  # the last batch ended: job_metrics at once, no polling
+        assert request.partition_key == "sensor-sweep"
+
+
+def test_the_last_batch_succeeding_requests_job_metrics_at_once(env):
+    instance, store_resource, store = env
+    defs = build_definitions(compute=ComputeResource(workers=1))
+    _launch(defs, instance)
+    keys = instance.get_dynamic_partitions("runs")
+    first = defs.resolve_job_def("sweep_batch_job").execute_in_process(
+        instance=instance, tags={**range_tags(keys[0], keys[2]), "bilancio/job_id": "sensor-sweep"})
+    context = _status_context(instance, first, "PIPELINE_SUCCESS")
+    assert list(sensors.batch_success_sensor(context, store=store_resource) or []) == []  # 3 runs still pending
+    last = defs.resolve_job_def("sweep_batch_job").execute_in_process(
+        instance=instance, tags={**range_tags(keys[3], keys[5]), "bilancio/job_id": "sensor-sweep"})
+    context = _status_context(instance, last, "PIPELINE_SUCCESS")
+    (request,) = list(sensors.batch_success_sensor(context, store=store_resource))
+    assert request.partition_key == "sensor-sweep" and "completed6" in request.run_key
