@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bilancio_pipeline.benchmarks.dagster_server import _group_alive
 from bilancio_pipeline.benchmarks.pg_server import free_port
 from bilancio_pipeline.defs.dead_runs import WORKER_GONE_TAG, worker_of
 from bilancio_pipeline.defs.jobs import JOB_ID_TAG
@@ -82,6 +83,18 @@ def _a_new_sweep_runs(ui, job_id: str) -> None:
     _assert_complete_once(ui, job_id, 4)
 
 
+def _stops_cleanly_on(ui, sig: signal.Signals) -> None:
+    """The signal to `ui`'s own process (as a process manager sends it) stops every process of
+    its tree, with exit code 0."""
+    pgid = ui.process.pid
+    ui.process.send_signal(sig)
+    assert ui.process.wait(60) == 0
+    deadline = time.monotonic() + 30
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(pgid), [p.cmdline() for p in psutil.process_iter() if os.getpgid(p.pid) == pgid]
+
+
 def _ui_process(ui, marker: str) -> psutil.Process:
     return next(p for p in ui.process_tree() if marker in " ".join(p.cmdline()))
 
@@ -110,6 +123,10 @@ def test_the_whole_ui_killed_mid_sweep_finishes_after_a_restart(bilancio_ui):
     assert {r["runId"] for r in dead} <= retried  # each dead batch was retried by Dagster's run retries
     _a_new_sweep_runs(ui, "after-all")
     _assert_nothing_stuck(ui)
+    console = ui.log_tail(10**7)
+    assert "bilancio - INFO - sweep crash-all: every run has ended; job_metrics requested" in console
+    assert "SensorDaemon - INFO" not in console and "RUN_START" not in console  # no ticks, no DEBUG events
+    _stops_cleanly_on(ui, signal.SIGTERM)
 
 
 def test_a_run_worker_the_daemon_and_a_cli_sweep_killed(bilancio_ui, tmp_path):
@@ -158,6 +175,7 @@ def test_a_run_worker_the_daemon_and_a_cli_sweep_killed(bilancio_ui, tmp_path):
     cli_runs = [r for r in ui.runs() if r["tags"].get("bilancio/launched_by") == "cli"]
     assert any(r["tags"].get(WORKER_GONE_TAG) == r["runId"] and r["status"] == "FAILURE" for r in cli_runs)
     _assert_nothing_stuck(ui)
+    _stops_cleanly_on(ui, signal.SIGINT)
 
 
 def test_a_store_that_never_answers_fails_a_launch_in_seconds(tmp_path):
