@@ -196,3 +196,20 @@ def test_a_store_that_never_answers_fails_a_launch_in_seconds(tmp_path):
     assert "pa55word" not in done.stderr + done.stdout and "bilancio_pipeline." not in lines[0]
     assert elapsed < 30, f"took {elapsed:.1f} s"  # the bound is ~10 s; the rest is slack for a busy machine
     print(f"measured: unreachable database, the CLI gave up after {elapsed:.1f} s")
+
+
+def test_the_launch_op_says_in_one_line_that_the_store_never_answered(tmp_path, monkeypatch):
+    """The same check in the launch op the UI's Launchpad runs: one line, no traceback, no class
+    path, no password; the run fails rather than waiting out the outage deadline."""
+    import dagster as dg
+
+    from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
+    from bilancio_pipeline.definitions import build_definitions
+
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path))
+    monkeypatch.setenv("BILANCIO_SUPABASE_DB_URL", f"postgresql://researcher:pa55word@127.0.0.1:{free_port()}/results")
+    with dg.DagsterInstance.ephemeral() as instance, pytest.raises(SweepFailed) as failed:
+        run_sweep(build_definitions(), instance, {**SMALL, "job_id": "never"})
+    message = str(failed.value)
+    assert "did not answer" in message and "127.0.0.1" in message and "/results" in message
+    assert "\n" not in message and "pa55word" not in message and "bilancio_pipeline." not in message
