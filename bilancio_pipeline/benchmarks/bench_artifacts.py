@@ -5,8 +5,8 @@
     python -m bilancio_pipeline.benchmarks.bench_artifacts --footprint [--n-agents 50]
 
 --footprint writes the runs of the throughput benchmark's 100-run balanced sweep (maturity_days
-10) once per policy, plus once uncompressed (what a run kept before compression), and prints the
-average bytes per run of every file and the CPU the writing took per run.
+10) once per policy, plus once with the data files plain (not gzipped), and prints the average
+bytes per run of every file and the CPU the writing took per run.
 
 Each repetition of write_artifacts writes into a fresh folder under --dir (default: the
 system's temporary folder), as a sweep does (rewriting the same files measures the file
@@ -72,7 +72,7 @@ def footprint(n_agents: int, root: Path) -> None:
     lists = {k: tuple(v) for k, v in GRIDS[100].items()}
     spec = validate(SweepSpec(n_agents=n_agents, maturity_days=MATURITY_DAYS, job_id="footprint", **lists))
     outputs = [simulate(run.params) for run in expand(spec)]
-    ways = {"all, uncompressed (before)": ("all", False), **{policy: (policy, True) for policy in A.ARTIFACT_POLICIES}}
+    ways = {"all, data files plain": ("all", False), **{policy: (policy, True) for policy in A.ARTIFACT_POLICIES}}
     print(f"footprint: {len(outputs)}-run balanced sweep, n_agents={n_agents}, maturity_days={MATURITY_DAYS}; "
           "average bytes per run (KB = 1,000 bytes)")
     for label, (policy, compress) in ways.items():
