@@ -101,6 +101,7 @@ def _supervise(command: list[str]) -> int:
         child = subprocess.Popen(command)
         code = _wait(child, stopping)
         if stopping:
+            _stop_leftovers()
             return 0
         if time.monotonic() - started > STABLE_AFTER_S:
             restarts = 0
@@ -143,6 +144,31 @@ def _wait(child: subprocess.Popen, stopping: list[int]) -> int:
                 except psutil.NoSuchProcess:
                     pass
             return child.wait()
+
+
+def _stop_leftovers() -> None:
+    """Stop what is left of this process group once `dagster dev` has exited: processes whose
+    parent was killed earlier (a run worker's pool) are no longer in its tree but still in our
+    group. Only when this process leads its group, as under a shell, setsid or systemd."""
+    import psutil
+
+    group = os.getpgrp()
+    if group != os.getpid():
+        return
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != group and os.getpgid(process.pid) == group:
+                process.terminate()
+                left.append(process)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            pass
+    _, alive = psutil.wait_procs(left, timeout=5)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _in_foreground() -> bool:
