@@ -7,6 +7,7 @@ import dagster as dg
 
 from bilancio_pipeline.defs.assets import job_metrics, reset_for_recompute, simulate_runs, sweep_report
 from bilancio_pipeline.defs.config import SweepConfig
+from bilancio_pipeline.defs.dead_runs import HOST_TAG, this_host
 from bilancio_pipeline.defs.instance import BATCH_POOL, BATCH_POOL_TAG
 from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
@@ -55,7 +56,8 @@ def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: Sto
         instance.add_dynamic_partitions(sweeps_partitions.name, [spec.job_id])
     known = set(instance.get_dynamic_partitions(runs_partitions.name))
     instance.add_dynamic_partitions(runs_partitions.name, [p.run_id for p in planned if p.run_id not in known])
-    instance.add_run_tags(context.run_id, {JOB_ID_TAG: spec.job_id})
+    # The host: where this run's process lives, so only this machine judges if it died (dead_runs.py).
+    instance.add_run_tags(context.run_id, {JOB_ID_TAG: spec.job_id, HOST_TAG: this_host()})
     context.add_output_metadata({
         "job_id": spec.job_id, "total_runs": len(planned), "runs_to_run": len(todo), "executor": spec.executor,
         "sweep": dg.MetadataValue.url(sweep_page(spec.job_id)),
