@@ -23,7 +23,7 @@ import psutil
 
 from bilancio_pipeline.defs import console
 
-HOST_TAG = "bilancio/host"  # the machine whose process runs the run (sensors and the CLI set it)
+HOST_TAG = "bilancio/host"  # the machine whose process runs the run (the sensors, the launch op and the CLI set it)
 # Set to the run's own id on a run this module reported failed (a retry copies its parent's
 # tags: compare with the id, `reported_dead`).
 WORKER_GONE_TAG = "bilancio/worker_gone"
