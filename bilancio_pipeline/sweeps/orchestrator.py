@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bilancio_pipeline.storage.base import Store
+from bilancio_pipeline.storage.base import NotFound, Store
 from bilancio_pipeline.sweeps import lifecycle
 
 MIN_BATCH, MAX_BATCH = 25, 500
@@ -65,6 +65,11 @@ def metrics_due(store: Store, job_id: str, busy: bool) -> str | None:
     retried, no job_metrics already on its way), else None. A new state gives a new key, so a
     resumed sweep is aggregated again."""
     if busy:
+        return None
+    try:
+        if store.get_job(job_id)["status"] not in ("pending", "running"):  # finished already
+            return None
+    except NotFound:  # the sweep was deleted meanwhile
         return None
     counts = store.run_counts(job_id)
     if not lifecycle.is_settled(counts):
