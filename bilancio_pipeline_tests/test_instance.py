@@ -31,8 +31,9 @@ def _home(tmp_path, monkeypatch, text: str | None = None):
     if text is not None:
         (home / "dagster.yaml").write_text(text)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for name in DAGSTER_ENV:
-        monkeypatch.delenv(name, raising=False)
+    for name in DAGSTER_ENV:  # unset now, and unset again after the test whatever it sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return home
 
 
