@@ -98,7 +98,7 @@ def _supervise(command: list[str]) -> int:
     restarts = 0
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, preexec_fn=_stop_with_parent)
         code = _wait(child, stopping)
         if stopping:
             _stop_leftovers()
@@ -144,6 +144,15 @@ def _wait(child: subprocess.Popen, stopping: list[int]) -> int:
                 except psutil.NoSuchProcess:
                     pass
             return child.wait()
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when this process dies, however it dies (Linux), so
+    a `ui` killed alone does not leave `dagster dev` holding the port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _stop_leftovers() -> None:
