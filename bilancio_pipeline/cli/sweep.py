@@ -7,7 +7,8 @@ import click
 from bilancio_pipeline.sweeps.spec import CHOICES, DEFAULTS, HELP
 
 SUMMARY_FIELDS = (
-    "n_pairs", "mean_trading_effect", "std_trading_effect", "min_trading_effect", "max_trading_effect",
+    "n_pairs", "mean_trading_effect", "trading_effect_ci_low", "trading_effect_ci_high", "std_trading_effect",
+    "min_trading_effect", "max_trading_effect",
     "positive_effects", "negative_effects", "neutral_effects", "mean_delta_passive", "mean_delta_active",
     "mean_phi_passive", "mean_phi_active", "mean_trading_effect_clean",
 )
