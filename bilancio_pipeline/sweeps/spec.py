@@ -237,7 +237,9 @@ def _to_run_params(spec: SweepSpec, cell: dict[str, Any]) -> RunParams:
             **spec.extra, **cell,
         )
     except InvalidParameter as exc:
-        raise SpecError(_LIST_FIELD.get(exc.name, exc.name), f"{exc.value!r} must be {exc.allowed}") from None
+        # A bad value given through `extra` is named by its path there, so the user finds it.
+        name = f"extra.{exc.name}" if exc.name in spec.extra else _LIST_FIELD.get(exc.name, exc.name)
+        raise SpecError(name, f"{exc.value!r} must be {exc.allowed}") from None
     except TypeError as exc:
         raise SpecError("extra", str(exc)) from None
 
