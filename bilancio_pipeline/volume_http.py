@@ -16,6 +16,7 @@ import argparse
 import html
 import mimetypes
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -99,9 +100,15 @@ def _index(prefix: str, keys: list[str]) -> str:
 class VolumeServer:
     """`VolumeServer(volume, port).start()`: serve the volume read-only on 127.0.0.1 in a thread."""
 
-    def __init__(self, volume: ArtifactStore, port: int = DEFAULT_PORT, host: str = "127.0.0.1"):
+    def __init__(self, volume: ArtifactStore, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
+                 listener: socket.socket | None = None):
         handler = type("VolumeHandler", (_Handler,), {"volume": volume})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        if listener is None:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        else:  # a socket already bound and listening (start_beside_ui reserved it)
+            self.httpd = ThreadingHTTPServer(listener.getsockname(), handler, bind_and_activate=False)
+            self.httpd.socket.close()
+            self.httpd.socket = listener
         self.httpd.daemon_threads = True
 
     @property
@@ -127,21 +134,39 @@ def start_beside_ui(ui_port: int) -> subprocess.Popen | None:
     volume = artifacts_from_env()
     if volume.backend != "local":
         return None
-    port = ui_port + 1
-    os.environ["BILANCIO_VOLUME_URL"] = f"http://127.0.0.1:{port}"  # inherited by dagster dev's runs
-    return subprocess.Popen([sys.executable, "-m", "bilancio_pipeline.volume_http", "--port", str(port),
-                             "--parent", str(os.getpid())])
+    listener = _listen(ui_port + 1)
+    os.environ["BILANCIO_VOLUME_URL"] = f"http://127.0.0.1:{listener.getsockname()[1]}"  # for dagster dev's runs
+    with listener:  # the child serves on this very socket: nothing can take the port in between
+        return subprocess.Popen([sys.executable, "-m", "bilancio_pipeline.volume_http",
+                                 "--fd", str(listener.fileno()), "--parent", str(os.getpid())],
+                                pass_fds=[listener.fileno()])
+
+
+def _listen(port: int) -> socket.socket:
+    """A socket listening on 127.0.0.1:port, or on a free port when that one is taken: by another
+    server, or by an outgoing connection (on Linux those take even ports, and a kernel-chosen
+    UI port is odd, so its next port is one of theirs)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", port))
+    except OSError:
+        listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the local results volume read-only on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--fd", type=int, help="serve on this listening socket, inherited (instead of --port)")
     parser.add_argument("--parent", type=int, default=0, help="stop when this process ends")
     args = parser.parse_args(argv)
     from bilancio_pipeline.storage.config import artifacts_from_env
 
     try:
-        server = VolumeServer(artifacts_from_env(), args.port).start()
+        listener = socket.socket(fileno=args.fd) if args.fd is not None else None
+        server = VolumeServer(artifacts_from_env(), args.port, listener=listener).start()
     except OSError as exc:
         sys.exit(f"results volume not served on port {args.port}: {exc}")
     print(f"Results volume: {server.url}", flush=True)
