@@ -8,16 +8,23 @@ polls, so reading it would be slower and flakier), the results from the store.
 
 Then it reads the sweep as a researcher would: a run partition's page shows that run's κ and δ,
 job_metrics its fields, sweep_report its plot inline and a report link that opens (the volume is
-served over http beside the UI by `bilancio-pipeline ui`, which this test runs). Screenshots go to the folder the
-test prints (BILANCIO_SCREENSHOTS, else the test's temporary folder).
+served over http beside the UI by `bilancio-pipeline ui`, which this test runs). Last, a spec with
+three bad fields launched from the Launchpad: its run page names all three in one line and in a
+table. Screenshots go to the folder the test prints (BILANCIO_SCREENSHOTS, else the test's
+temporary folder).
+
+Every wait is on a condition (an element, a URL, a run status); the bounds are for a busy 2-core
+machine, not the expected times.
 """
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from bilancio_pipeline.benchmarks.dagster_server import TERMINAL_RUN_STATUSES
 from bilancio_pipeline.storage.config import open_store
 
 pytestmark = pytest.mark.browser
@@ -36,7 +43,20 @@ SWEEP_YAML = f"""ops:
       seeds: [1]
       job_id: {JOB_ID}
 """  # 2 kappas x 1 seed x 2 regimes = 4 runs, 2 passive/active pairs
-SWEEP_TIMEOUT = 150  # seconds from the click to job_metrics: a bound for a busy machine, not the expected time
+SWEEP_TIMEOUT = 240  # seconds from the click to job_metrics
+PAGE_TIMEOUT_MS = 90_000  # for any one page condition; Playwright's default of 30 s is tight for the UI under load
+BAD_JOB_ID = "ui-bad-sweep"
+BAD_SPEC_YAML = f"""ops:
+  launch_sweep:
+    config:
+      n_agents: 10
+      maturity_days: 5
+      kappas: [-1]
+      mus: [0, 1.5]
+      seeds: []
+      job_id: {BAD_JOB_ID}
+"""  # well-typed, so the editor lets it through; the launch refuses it
+BAD_FIELDS = ("kappas", "mus", "seeds")
 
 
 def _screenshots(tmp_path) -> Path:
@@ -50,30 +70,39 @@ def _editor_text(page: Page) -> str:
     return page.evaluate("() => document.querySelector('.CodeMirror').CodeMirror.getValue()")
 
 
-def _launch_from_launchpad(page: Page, base_url: str, screenshot) -> None:
-    skip = page.get_by_role("button", name="Skip")  # the one-time newsletter dialog
-    page.add_locator_handler(skip, lambda: skip.click())
+def _open_launchpad(page: Page, base_url: str) -> None:
     page.goto(f"{base_url}/locations/bilancio_pipeline.definitions/jobs/launch_sweep_job/playground")
-    editor = page.locator(".CodeMirror")
-    editor.wait_for()
+    page.locator(".CodeMirror").wait_for()
     # The Launchpad first fills the editor with the form's defaults; wait for them, then replace them.
     page.wait_for_function("() => document.querySelector('.CodeMirror').CodeMirror.getValue().includes('launch_sweep')")
-    editor.click()
+
+
+def _replace_config(page: Page, yaml_text: str) -> None:
+    """Select all and put the text in its place in one edit, as a paste does (CodeMirror's
+    auto-indent stays out of it, and the editor never holds an empty config in between)."""
+    page.locator(".CodeMirror").click()
     page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
+    page.keyboard.insert_text(yaml_text)
+    assert _editor_text(page) == yaml_text
+
+
+def _launch(page: Page) -> str:
+    """Click Launch Run; the UI moves to the new run's page. Returns the run id."""
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url("**/runs/**")
+    return page.url.split("/runs/", 1)[1].split("?", 1)[0]
+
+
+def _launch_from_launchpad(page: Page, base_url: str, screenshot) -> str:
+    _open_launchpad(page, base_url)
     # A choice the form does not offer is refused in the editor, before anything is launched.
-    page.keyboard.insert_text(SWEEP_YAML.replace("balanced", "circle"))
+    _replace_config(page, SWEEP_YAML.replace("balanced", "circle"))
     page.get_by_text("not in enum type SweepType got circle").wait_for()
-    editor.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
-    page.keyboard.insert_text(SWEEP_YAML)  # as a paste: CodeMirror's auto-indent stays out of it
-    assert _editor_text(page) == SWEEP_YAML
-    launch = page.get_by_role("button", name="Launch Run")
-    page.get_by_text("No errors").wait_for()  # the UI validated the config against SweepConfig
+    _replace_config(page, SWEEP_YAML)
+    # The error above goes once the editor has validated this config against SweepConfig.
+    page.get_by_text("No errors").wait_for()
     page.screenshot(path=screenshot)
-    launch.click()
-    page.wait_for_url("**/runs/**")  # the UI moves to the new run's page once it is launched
+    return _launch(page)
 
 
 def _sweep_runs(server) -> dict[str, list[dict]]:
@@ -100,8 +129,12 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            _launch_from_launchpad(page, dagster_dev.url, shots / "launchpad.png")
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.set_default_timeout(PAGE_TIMEOUT_MS)  # the report's tab too
+            page = context.new_page()
+            skip = page.get_by_role("button", name="Skip")  # the one-time newsletter dialog
+            page.add_locator_handler(skip, lambda: skip.click())
+            launched_id = _launch_from_launchpad(page, dagster_dev.url, shots / "launchpad.png")
             launched_url = page.url
 
             runs = dagster_dev.wait_for(lambda: _finished(dagster_dev), timeout=SWEEP_TIMEOUT,
@@ -119,12 +152,13 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_
             page.screenshot(path=shots / "job_metrics.png", full_page=True)
 
             report_url = _open_report(page, dagster_dev.url, shots)
+            _bad_spec_refused_in_one_line(page, dagster_dev, shots / "spec_error.png")
         finally:
             browser.close()
 
     statuses = {job: [r["status"] for r in group] for job, group in runs.items()}
     (launch,) = runs["launch_sweep_job"]  # exactly the one run the button started
-    assert launch["runId"] in launched_url
+    assert launch["runId"] == launched_id
     assert launch["status"] == "SUCCESS", statuses
     assert launch["tags"]["bilancio/job_id"] == JOB_ID
     batches = runs.get("sweep_batch_job", [])
@@ -154,6 +188,7 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_
         # The batch runs covered exactly the sweep's runs, as contiguous partition ranges.
         covered = {r["tags"]["dagster/asset_partition_range_start"] for r in batches}
         assert covered <= {r["run_id"] for r in db_runs}
+        assert BAD_JOB_ID not in {j["job_id"] for j in store.list_jobs()}  # the bad spec wrote nothing
     finally:
         store.close()
 
@@ -209,3 +244,26 @@ def _open_report(page: Page, base_url: str, shots: Path) -> str:
     report.get_by_text(f"Sweep {JOB_ID}").first.wait_for()
     report.screenshot(path=shots / "report.png")
     return href
+
+
+def _bad_spec_refused_in_one_line(page: Page, server, screenshot) -> None:
+    """A spec with three bad fields, launched from the Launchpad: the launch run fails, and its
+    page names every bad field in the failure's one-line message and in a table of its own (Dagster
+    adds its stack trace below them; see defs/jobs.py)."""
+    _open_launchpad(page, server.url)
+    _replace_config(page, BAD_SPEC_YAML)
+    run_id = _launch(page)
+    status = server.wait_for(lambda: next((r["status"] for r in server.runs("launch_sweep_job")
+                                           if r["runId"] == run_id and r["status"] in TERMINAL_RUN_STATUSES), None),
+                             timeout=SWEEP_TIMEOUT, what=f"the launch run of {BAD_JOB_ID} to end")
+    assert status == "FAILURE"
+    message = page.get_by_text("invalid sweep spec: ").first  # the STEP_FAILURE event's message
+    message.wait_for()
+    line = message.inner_text().strip()
+    assert "\n" not in line and all(f"{field}: " in line for field in BAD_FIELDS), line
+    for field in BAD_FIELDS:  # the failure's metadata: one row per bad field
+        row = page.locator("tr", has=page.locator("td", has_text=re.compile(f"^{field}$"))).first
+        row.wait_for()
+        cells = row.locator("td").all_inner_texts()
+        assert len(cells) == 2 and cells[1].strip(), cells  # the field, and what is wrong with it
+    page.screenshot(path=screenshot)

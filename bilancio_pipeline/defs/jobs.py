@@ -45,7 +45,10 @@ def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: Sto
             first_contact(db)  # a store that never answered fails in seconds, in one line
             todo = register_sweep(db, spec, planned)
         except (SpecError, StoreError) as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+            # Dagster shows the stack of every failed step below its message, whatever was raised;
+            # a table of the bad fields, one a row, comes between the two.
+            problems = dict(exc.problems) if isinstance(exc, SpecError) else None
+            raise dg.Failure(description=str(exc), metadata=problems, allow_retries=False) from None
         if config.recompute:
             reset_for_recompute(db, spec.job_id, [p.run_id for p in planned])
             todo = [p.run_id for p in planned]
