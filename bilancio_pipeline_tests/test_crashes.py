@@ -19,7 +19,7 @@ import pytest
 from bilancio_pipeline.benchmarks.dagster_server import _group_alive
 from bilancio_pipeline.benchmarks.pg_server import free_port
 from bilancio_pipeline.defs.dead_runs import WORKER_GONE_TAG, worker_of
-from bilancio_pipeline.defs.jobs import JOB_ID_TAG
+from bilancio_pipeline.defs.run_tags import HANDED_ON_TAG, JOB_ID_TAG
 from bilancio_pipeline.storage.config import open_store
 
 # 5 kappas x 2 mus x 2 seeds x 2 regimes = 40 runs: 5 batches of 8 (the fixture's batch size)
@@ -81,6 +81,12 @@ def _a_new_sweep_runs(ui, job_id: str) -> None:
     _launch(ui, job_id, SMALL)
     ui.wait_for(lambda: _finished(ui, job_id), timeout=RECOVERY_TIMEOUT, what=f"the new sweep {job_id}")
     _assert_complete_once(ui, job_id, 4)
+    # Handed on by the runs themselves through the webserver, not by a sensor's tick.
+    (launch,) = ui.runs("launch_sweep_job", tags={JOB_ID_TAG: job_id})
+    assert launch["tags"].get(HANDED_ON_TAG) == "true"
+    followers = ui.runs("sweep_batch_job", tags={JOB_ID_TAG: job_id}) + ui.runs("job_metrics_job",
+                                                                                tags={"dagster/partition": job_id})
+    assert len(followers) >= 2 and not [r for r in followers if "dagster/sensor_name" in r["tags"]]
 
 
 def _stops_cleanly_on(ui, sig: signal.Signals) -> None:

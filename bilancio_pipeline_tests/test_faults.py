@@ -18,7 +18,7 @@ from bilancio_pipeline.benchmarks.pg_server import PostgresServer
 from bilancio_pipeline.compute.local import LocalCompute
 from bilancio_pipeline.defs import sensors
 from bilancio_pipeline.defs.inprocess import SweepFailed, run_sweep
-from bilancio_pipeline.defs.jobs import range_tags
+from bilancio_pipeline.defs.run_tags import range_tags
 from bilancio_pipeline.defs.resources import ArtifactsResource, ComputeResource, StoreResource
 from bilancio_pipeline.definitions import build_definitions
 from bilancio_pipeline.storage.artifacts.base import ArtifactError

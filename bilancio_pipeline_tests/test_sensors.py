@@ -1,11 +1,14 @@
 """The sensors that move a sweep along, evaluated against real Dagster runs and a real store."""
 
+import uuid
+
 import dagster as dg
 import pytest
 
 from bilancio_pipeline.compute.local import LocalCompute
 from bilancio_pipeline.defs import sensors
-from bilancio_pipeline.defs.jobs import range_tags
+from bilancio_pipeline.defs.orchestration import sweep_busy
+from bilancio_pipeline.defs.run_tags import HANDED_ON_TAG, range_tags
 from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
 from bilancio_pipeline.definitions import build_definitions
 
@@ -135,3 +138,44 @@ def test_the_last_batch_succeeding_requests_job_metrics_at_once(env):
     context = _status_context(instance, last, "PIPELINE_SUCCESS")
     (request,) = list(sensors.batch_success_sensor(context, store=store_resource))
     assert request.partition_key == "sensor-sweep" and "completed6" in request.run_key
+
+
+def _in_flight_batch(instance, first: str, last: str, status=dg.DagsterRunStatus.STARTED) -> None:
+    """A batch run of the sweep that is still going (submitted by someone else: a launch run)."""
+    instance.add_run(dg.DagsterRun(job_name="sweep_batch_job", run_id=str(uuid.uuid4()), status=status,
+                                   tags={**range_tags(first, last), "bilancio/job_id": "sensor-sweep"}))
+
+
+def test_the_sensor_never_requests_a_run_a_batch_in_flight_has(env, monkeypatch):
+    """Whoever submitted a batch (the launch run handing on, an earlier tick), the sensor leaves its
+    runs alone, and no batch it requests spans them (a range takes every run between its ends)."""
+    instance, store_resource, store = env
+    monkeypatch.setenv("BILANCIO_BATCH_SIZE", "4")
+    result = _launch(build_definitions(), instance)
+    keys = instance.get_dynamic_partitions("runs")
+    _in_flight_batch(instance, keys[1], keys[2])
+    requests = list(sensors.sweep_batches_sensor(_status_context(instance, result, "PIPELINE_SUCCESS"),
+                                                 store=store_resource) or [])
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+            for r in requests] == [(keys[0], keys[0]), (keys[3], keys[5])]
+
+
+def test_a_launch_run_that_handed_its_batches_on_gets_none_from_the_sensor(env):
+    instance, store_resource, store = env
+    result = _launch(build_definitions(), instance)
+    instance.add_run_tags(result.run_id, {HANDED_ON_TAG: "true"})  # as the launch op sets it (handoff.py)
+    context = _status_context(instance, result, "PIPELINE_SUCCESS")
+    assert list(sensors.sweep_batches_sensor(context, store=store_resource) or []) == []
+
+
+def test_job_metrics_waits_while_another_batch_is_in_flight(env):
+    """A batch that ends is the last only if no other batch of its sweep is in flight: what the
+    batch itself checks before handing on to job_metrics (sweep_busy, besides itself)."""
+    instance, store_resource, store = env
+    _launch(build_definitions(), instance)
+    keys = instance.get_dynamic_partitions("runs")
+    store.upsert_runs([{"run_id": k, "job_id": "sensor-sweep", "status": "completed"} for k in keys])
+    assert not sweep_busy(instance, "sensor-sweep")
+    _in_flight_batch(instance, keys[0], keys[5])
+    (batch,) = instance.get_runs(dg.RunsFilter(job_name="sweep_batch_job"))
+    assert sweep_busy(instance, "sensor-sweep") and not sweep_busy(instance, "sensor-sweep", besides=batch.run_id)

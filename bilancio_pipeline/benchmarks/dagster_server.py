@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from bilancio_pipeline.benchmarks.pg_server import free_port
+from bilancio_pipeline.defs.handoff import WEBSERVER_URL_ENV
 from bilancio_pipeline.defs.instance import DAGSTER_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +119,7 @@ class DagsterDevServer:
         """The command that serves, and its folder: `dagster dev` on our instance config."""
         write_instance_yaml(self.dagster_home, self.env)
         self.port = free_port()
+        self.env[WEBSERVER_URL_ENV] = self.url  # as `bilancio-pipeline ui` tells its runs (defs/handoff.py)
         dagster = Path(sys.executable).parent / "dagster"
         return [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)], REPO_ROOT
 

@@ -66,11 +66,15 @@ def serve(host: str, port: int) -> None:
     home = _prepare_instance()
     if importlib.util.find_spec("dagster_webserver") is None:
         raise click.ClickException("the Dagster webserver is not installed; run `bash .ci/install`")
+    from bilancio_pipeline.defs.handoff import WEBSERVER_URL_ENV
     from bilancio_pipeline.volume_http import start_beside_ui
 
     if start_beside_ui(port):  # the local volume over http: report and artifact links open in the browser
         click.echo(f"Results volume: {os.environ['BILANCIO_VOLUME_URL']}")
     click.echo(f"Dagster UI: http://{host}:{port}  (instance: {home}; Ctrl-C to stop)")
+    # Where the runs below find the webserver, to hand a sweep on without a sensor tick (handoff.py).
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    os.environ[WEBSERVER_URL_ENV] = f"http://{local}:{port}"
     sys.stdout.flush()
     # `dagster dev` warns on every start that `dg dev` supersedes it; `dg` is not installed here.
     command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",

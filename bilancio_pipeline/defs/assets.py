@@ -22,6 +22,7 @@ import time
 import dagster as dg
 
 from bilancio_pipeline.defs.asset_events import log_materializations
+from bilancio_pipeline.defs.handoff import hand_on_job_metrics
 from bilancio_pipeline.defs.config import BatchConfig
 from bilancio_pipeline.defs.invariant_checks import ACCOUNTING_CHECK, accounting_check
 from bilancio_pipeline.defs.io_managers import write_rows
@@ -33,14 +34,14 @@ from bilancio_pipeline.storage.artifacts.base import manifest_key, run_key
 from bilancio_pipeline.storage.base import NotFound
 from bilancio_pipeline.sweeps import lifecycle
 from bilancio_pipeline.sweeps.batch import BatchResult, run_batch
+from bilancio_pipeline.sweeps.orchestrator import MAX_BATCH
 from bilancio_pipeline.sweeps.summary import delta_plot_png, summarize, sweep_pairs
 from bilancio_pipeline.volume_http import browser_url
 
 # The largest partition range one Dagster run takes when a user materializes partitions from the
-# UI: as large as a sweep's own batches, since one run already fans out over every core (or
-# Modal) and shows its runs as they finish. Dagster starts one run per contiguous range of the
-# selection, so a selection of one sweep's contiguous partitions is one run per 500.
-BACKFILL_BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE", "500"))
+# UI: a sweep's own largest batch, since one run already fans out over every core (or Modal) and
+# shows its runs as they finish. Dagster starts one run per contiguous range of the selection.
+BACKFILL_BATCH_SIZE = int(os.environ.get("BILANCIO_BATCH_SIZE") or MAX_BATCH)
 TABLE_IO = "table_io_manager"
 # While a batch runs, its finished runs are stored and shown as materialized this often.
 FLUSH_SECONDS = float(os.environ.get("BILANCIO_PROGRESS_SECONDS", "3"))
@@ -99,6 +100,7 @@ def simulate_runs(context: dg.AssetExecutionContext, config: BatchConfig, store:
                                                    "upload_seconds": round(batch.upload_seconds, 3),
                                                    "compute": batch.usage})  # Modal seconds and cost, or None
             _merge_into(merged, batch)
+            hand_on_job_metrics(context, db, job_id)  # if this was the sweep's last batch
     finally:
         db.close()
     # After the materializations, so the check's result belongs to them (else the UI shows the

@@ -27,3 +27,14 @@ def events() -> logging.Logger:
         logger.propagate = False  # Dagster's own handlers would print it a second time
     return logger
 
+
+
+# The sweep events, one wording whoever makes the hop (a sensor, or a run handing on: handoff.py).
+def batches_requested(job_id: str, batches) -> None:
+    if batches:
+        events().info("sweep %s: %d runs to run, requested as %d batches", job_id,
+                      sum(len(b.run_ids) for b in batches), len(batches))
+
+
+def job_metrics_requested(job_id: str) -> None:
+    events().info("sweep %s: every run has ended; job_metrics requested", job_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from bilancio_pipeline.defs.dead_runs import HOST_TAG, end_dead_runs, mark_taken_over, orphaned_cli_runs, this_host
-from bilancio_pipeline.defs.jobs import JOB_ID_TAG, LAUNCHED_BY_TAG
+from bilancio_pipeline.defs.run_tags import JOB_ID_TAG, LAUNCHED_BY_TAG
 from bilancio_pipeline.defs.orchestration import batch_tags, partition_order
 from bilancio_pipeline.sweeps import orchestrator
 from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES

@@ -8,17 +8,17 @@ import dagster as dg
 from bilancio_pipeline.defs.assets import job_metrics, reset_for_recompute, simulate_runs, sweep_report
 from bilancio_pipeline.defs.config import SweepConfig
 from bilancio_pipeline.defs.dead_runs import HOST_TAG, this_host
+from bilancio_pipeline.defs.handoff import hand_on_batches
 from bilancio_pipeline.defs.instance import BATCH_POOL, BATCH_POOL_TAG
 from bilancio_pipeline.defs.partitions import runs_partitions, sweeps_partitions
 from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
 from bilancio_pipeline.defs.run_metadata import sweep_page
+from bilancio_pipeline.defs.run_tags import BATCH_JOB, JOB_ID_TAG, LAUNCH_JOB, METRICS_JOB
 from bilancio_pipeline.storage.base import StoreError
 from bilancio_pipeline.storage.retrying import first_contact
 from bilancio_pipeline.sweeps.lifecycle import register_sweep
 from bilancio_pipeline.sweeps.spec import DEFAULT_MAX_RUNS, SpecError, expand, validate
 
-JOB_ID_TAG = "bilancio/job_id"
-LAUNCHED_BY_TAG = "bilancio/launched_by"  # "cli" when the command line drives the batches itself
 # Every job is idempotent (a launch finds its sweep, a batch skips completed runs, job_metrics is
 # an upsert), so Dagster's run retries may re-run one whose worker died, up to this many times.
 # A failure of the code itself (a spec error, a simulation that raises) is not retried.
@@ -52,15 +52,16 @@ def launch_sweep(context: dg.OpExecutionContext, config: SweepConfig, store: Sto
         if config.recompute:
             reset_for_recompute(db, spec.job_id, [p.run_id for p in planned])
             todo = [p.run_id for p in planned]
+        instance = context.instance
+        if not instance.has_dynamic_partition(sweeps_partitions.name, spec.job_id):
+            instance.add_dynamic_partitions(sweeps_partitions.name, [spec.job_id])
+        known = set(instance.get_dynamic_partitions(runs_partitions.name))
+        instance.add_dynamic_partitions(runs_partitions.name, [p.run_id for p in planned if p.run_id not in known])
+        # The host: where this run's process lives, so only this machine judges if it died (dead_runs.py).
+        instance.add_run_tags(context.run_id, {JOB_ID_TAG: spec.job_id, HOST_TAG: this_host()})
+        hand_on_batches(context, db, spec.job_id)
     finally:
         db.close()
-    instance = context.instance
-    if not instance.has_dynamic_partition(sweeps_partitions.name, spec.job_id):
-        instance.add_dynamic_partitions(sweeps_partitions.name, [spec.job_id])
-    known = set(instance.get_dynamic_partitions(runs_partitions.name))
-    instance.add_dynamic_partitions(runs_partitions.name, [p.run_id for p in planned if p.run_id not in known])
-    # The host: where this run's process lives, so only this machine judges if it died (dead_runs.py).
-    instance.add_run_tags(context.run_id, {JOB_ID_TAG: spec.job_id, HOST_TAG: this_host()})
     context.add_output_metadata({
         "job_id": spec.job_id, "total_runs": len(planned), "runs_to_run": len(todo), "executor": spec.executor,
         "sweep": dg.MetadataValue.url(sweep_page(spec.job_id)),
@@ -77,6 +78,7 @@ def _parent_job_id(context: dg.OpExecutionContext) -> str:
 
 
 @dg.job(
+    name=LAUNCH_JOB,
     description="Launch a sweep: fill in the form, and its runs are materialized in batches.",
     executor_def=dg.in_process_executor,  # one small step: a step subprocess costs seconds of start-up
     tags=RETRY_TAGS,
@@ -86,7 +88,7 @@ def launch_sweep_job():
 
 
 sweep_batch_job = dg.define_asset_job(
-    "sweep_batch_job",
+    BATCH_JOB,
     selection=dg.AssetSelection.assets(simulate_runs),
     partitions_def=runs_partitions,
     executor_def=dg.in_process_executor,  # one step per batch: a subprocess would only add start-up
@@ -95,7 +97,7 @@ sweep_batch_job = dg.define_asset_job(
 )
 
 job_metrics_job = dg.define_asset_job(
-    "job_metrics_job",
+    METRICS_JOB,
     selection=dg.AssetSelection.assets(job_metrics, sweep_report),
     partitions_def=sweeps_partitions,
     executor_def=dg.in_process_executor,
@@ -103,6 +105,3 @@ job_metrics_job = dg.define_asset_job(
     tags=RETRY_TAGS,
 )
 
-
-def range_tags(first: str, last: str) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}

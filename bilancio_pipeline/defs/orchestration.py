@@ -1,18 +1,21 @@
 """The Dagster facts the orchestrator's decisions need (sweeps/orchestrator.py), read from the
-instance, and the run tags a batch carries. Used by the sensors and the CLI's in-process path."""
+instance, and the run tags a batch carries. Used by the sensors, the runs that hand a sweep on
+themselves (handoff.py) and the CLI's in-process path."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from bilancio_pipeline.defs.dead_runs import HOST_TAG, this_host
-from bilancio_pipeline.defs.jobs import JOB_ID_TAG, job_metrics_job, range_tags, sweep_batch_job
 from bilancio_pipeline.defs.partitions import runs_partitions
+from bilancio_pipeline.defs.run_tags import (BATCH_JOB, JOB_ID_TAG, METRICS_JOB, PARTITION_TAG, RANGE_END_TAG,
+                                             RANGE_START_TAG, range_tags)
+from bilancio_pipeline.storage.base import Store
+from bilancio_pipeline.sweeps import orchestrator
 from bilancio_pipeline.sweeps.orchestrator import Batch
 
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-_RANGE_START, _RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def partition_order(instance: dg.DagsterInstance) -> list[str]:
@@ -25,13 +28,20 @@ def batch_tags(batch: Batch, job_id: str) -> dict[str, str]:
     return {**range_tags(batch.first, batch.last), JOB_ID_TAG: job_id, HOST_TAG: this_host()}
 
 
-def keys_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+def batches_to_request(db: Store, instance: dg.DagsterInstance, job_id: str) -> list[Batch]:
+    """The sweep's unfinished runs as batches, leaving out those a batch already in flight covers
+    (so two batches never run the same run at once, whoever requested them)."""
+    order = partition_order(instance)
+    return orchestrator.next_batches(db, job_id, order, busy=_keys_in_flight(instance, job_id, order))
+
+
+def keys_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun, order: list[str] | None = None) -> list[str]:
     """The `runs` partitions a batch run covers (its range, or its single partition)."""
-    start = run.tags.get(_RANGE_START) or run.tags.get("dagster/partition")
-    end = run.tags.get(_RANGE_END) or start
+    start = run.tags.get(RANGE_START_TAG) or run.tags.get(PARTITION_TAG)
+    end = run.tags.get(RANGE_END_TAG) or start
     if not start:
         return []
-    keys = partition_order(instance)
+    keys = order if order is not None else partition_order(instance)
     try:
         return keys[keys.index(start): keys.index(end) + 1]
     except ValueError:
@@ -44,15 +54,22 @@ def will_retry(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return fresh.tags.get("dagster/will_retry") == "true"
 
 
-def sweep_busy(instance: dg.DagsterInstance, job_id: str) -> bool:
-    """A batch of the sweep is queued, starting, running, or failed and about to be retried; or
-    its job_metrics is already on its way."""
+def sweep_busy(instance: dg.DagsterInstance, job_id: str, besides: str | None = None) -> bool:
+    """A batch of the sweep (other than the run `besides`) is queued, starting, running, or failed
+    and about to be retried; or its job_metrics is already on its way."""
+    if any(run.run_id != besides for run in _batches_in_flight(instance, job_id)):
+        return True
+    return bool(instance.get_run_records(dg.RunsFilter(job_name=METRICS_JOB, tags={PARTITION_TAG: job_id},
+                                                       statuses=_IN_FLIGHT), limit=1))
+
+
+def _batches_in_flight(instance: dg.DagsterInstance, job_id: str) -> list[dg.DagsterRun]:
     tags = {JOB_ID_TAG: job_id}
-    if instance.get_run_records(dg.RunsFilter(job_name=sweep_batch_job.name, tags=tags, statuses=_IN_FLIGHT), limit=1):
-        return True
-    if instance.get_run_records(dg.RunsFilter(job_name=job_metrics_job.name, tags={"dagster/partition": job_id},
-                                              statuses=_IN_FLIGHT), limit=1):
-        return True
-    retrying = instance.get_runs(dg.RunsFilter(job_name=sweep_batch_job.name, tags={**tags, "dagster/will_retry": "true"},
+    running = instance.get_runs(dg.RunsFilter(job_name=BATCH_JOB, tags=tags, statuses=_IN_FLIGHT))
+    retrying = instance.get_runs(dg.RunsFilter(job_name=BATCH_JOB, tags={**tags, "dagster/will_retry": "true"},
                                                statuses=[dg.DagsterRunStatus.FAILURE]))
-    return any(run.is_complete_and_waiting_to_retry for run in retrying)
+    return list(running) + [run for run in retrying if run.is_complete_and_waiting_to_retry]
+
+
+def _keys_in_flight(instance: dg.DagsterInstance, job_id: str, order: list[str]) -> set[str]:
+    return {key for run in _batches_in_flight(instance, job_id) for key in keys_of_run(instance, run, order)}

@@ -4,6 +4,8 @@
 - after a launch, its unfinished runs are requested in batches;
 - as soon as a sweep's last batch ends, its job_metrics is requested (run-status hops, no
   polling), with a slow periodic check as a safety net for hops missed while the daemon was down;
+  (under `bilancio-pipeline ui` the runs make both hops themselves, handoff.py, and these
+  sensors only catch what they could not);
 - a batch that failed or was cancelled, and will not be retried, leaves no run `running`;
 - a run whose worker process is gone is reported failed (dead_runs.py), which frees its slot and
   lets Dagster's run retries re-run it; a command-line sweep whose process died is taken over.
@@ -15,10 +17,11 @@ from contextlib import contextmanager
 import dagster as dg
 
 from bilancio_pipeline.defs import console, dead_runs
-from bilancio_pipeline.defs.jobs import JOB_ID_TAG, LAUNCHED_BY_TAG, job_metrics_job, launch_sweep_job, sweep_batch_job
-from bilancio_pipeline.defs.orchestration import batch_tags, keys_of_run, partition_order, sweep_busy, will_retry
+from bilancio_pipeline.defs.jobs import job_metrics_job, launch_sweep_job, sweep_batch_job
+from bilancio_pipeline.defs.orchestration import batch_tags, batches_to_request, keys_of_run, sweep_busy, will_retry
 from bilancio_pipeline.defs.partitions import job_id_of
 from bilancio_pipeline.defs.resources import StoreResource
+from bilancio_pipeline.defs.run_tags import HANDED_ON_TAG, JOB_ID_TAG, LAUNCHED_BY_TAG
 from bilancio_pipeline.storage.base import Store
 from bilancio_pipeline.sweeps import orchestrator
 
@@ -40,10 +43,8 @@ def _opened(store: StoreResource) -> Iterator[Store]:
 
 
 def _batch_requests(db: Store, instance: dg.DagsterInstance, job_id: str, run_key: str):
-    batches = orchestrator.next_batches(db, job_id, partition_order(instance))
-    if batches:
-        log.info("sweep %s: %d runs to run, requested as %d batches", job_id, sum(len(b.run_ids) for b in batches),
-                 len(batches))
+    batches = batches_to_request(db, instance, job_id)
+    console.batches_requested(job_id, batches)
     for i, batch in enumerate(batches):
         yield dg.RunRequest(run_key=f"{run_key}:{i}", tags=batch_tags(batch, job_id))
 
@@ -51,7 +52,7 @@ def _batch_requests(db: Store, instance: dg.DagsterInstance, job_id: str, run_ke
 def _metrics_request(db: Store, instance: dg.DagsterInstance, job_id: str):
     key = orchestrator.metrics_due(db, job_id, sweep_busy(instance, job_id))
     if key:
-        log.info("sweep %s: every run has ended; job_metrics requested", job_id)
+        console.job_metrics_requested(job_id)
         yield dg.RunRequest(run_key=key, partition_key=job_id)
 
 
@@ -61,11 +62,14 @@ def _metrics_request(db: Store, instance: dg.DagsterInstance, job_id: str):
     request_job=sweep_batch_job,
     minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After a sweep is launched, request its unfinished runs in batches of contiguous partitions.",
+    description="After a sweep is launched, request its unfinished runs in batches of contiguous partitions "
+                "(unless the launch run submitted them itself).",
 )
 def sweep_batches_sensor(context: dg.RunStatusSensorContext, store: StoreResource):
     job_id = _daemon_sweep(context.dagster_run)
-    if job_id:
+    handed_on = (context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run).tags.get(
+        HANDED_ON_TAG)  # the launch run submitted its batches itself (handoff.py)
+    if job_id and not handed_on:
         with _opened(store) as db:
             yield from _batch_requests(db, context.instance, job_id, context.dagster_run.run_id)
 
@@ -135,7 +139,7 @@ def batch_canceled_sensor(context: dg.RunStatusSensorContext, store: StoreResour
 def sweep_completion_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
     with _opened(store) as db:
         for job_id, key in orchestrator.sweeps_due(db, lambda job_id: sweep_busy(context.instance, job_id)):
-            log.info("sweep %s: every run has ended; job_metrics requested", job_id)
+            console.job_metrics_requested(job_id)
             yield dg.RunRequest(run_key=key, partition_key=job_id)
 
 

@@ -8,13 +8,16 @@ line's in-process path (defs/inprocess.py). Neither decides anything on its own.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from bilancio_pipeline.storage.base import NotFound, Store
 from bilancio_pipeline.sweeps import lifecycle
 
-MIN_BATCH, MAX_BATCH = 25, 500
+# A batch stores its finished runs every few seconds and a retry skips them, so a large batch
+# risks little on a crash; what each extra batch costs is a Dagster run's start-up (seconds) while
+# its slot idles. The largest is the project's largest sweep over two slots.
+MIN_BATCH, MAX_BATCH = 25, 10_000
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,8 @@ def batch_slots() -> int:
 
 def batch_size_for(n_runs: int) -> int:
     """Runs per Dagster run: BILANCIO_BATCH_SIZE if set, else just enough batches to fill the
-    batch slots, kept between 25 and 500. Starting a Dagster run costs seconds, so fewer, larger
-    batches are faster; more than the slots cannot run at once anyway."""
+    batch slots, kept between MIN_BATCH and MAX_BATCH. Starting a Dagster run costs seconds, so
+    fewer, larger batches are faster; more than the slots cannot run at once anyway."""
     if os.environ.get("BILANCIO_BATCH_SIZE"):
         return max(1, int(os.environ["BILANCIO_BATCH_SIZE"]))
     return min(MAX_BATCH, max(MIN_BATCH, -(-n_runs // batch_slots())))
@@ -50,13 +53,26 @@ def split(run_ids: Sequence[str], size: int) -> list[Batch]:
     return [Batch(tuple(run_ids[i:i + size])) for i in range(0, len(run_ids), size)]
 
 
-def next_batches(store: Store, job_id: str, partition_order: Sequence[str], size: int | None = None) -> list[Batch]:
+def next_batches(store: Store, job_id: str, partition_order: Sequence[str], size: int | None = None,
+                 busy: Collection[str] = frozenset()) -> list[Batch]:
     """The sweep's runs that have not completed (pending, failed, or left running by a dead
-    batch), in partition order, as contiguous batches. Completed runs are never among them."""
+    batch), in partition order, as contiguous batches. Completed runs are never among them, nor
+    the `busy` ones (a batch in flight has them); a batch never spans a busy run, since a batch
+    takes every unfinished run between its first and its last."""
     order = {key: i for i, key in enumerate(partition_order)}
-    todo = sorted((r["run_id"] for r in store.list_runs(job_id) if r["status"] != "completed"),
-                  key=lambda key: order.get(key, len(order)))
-    return split(todo, size or batch_size_for(len(todo))) if todo else []
+    unfinished = sorted((r["run_id"] for r in store.list_runs(job_id) if r["status"] != "completed"),
+                        key=lambda key: order.get(key, len(order)))
+    segments: list[list[str]] = [[]]
+    for key in unfinished:
+        if key in busy:
+            segments.append([])
+        else:
+            segments[-1].append(key)
+    todo = sum(len(segment) for segment in segments)
+    if not todo:
+        return []
+    size = size or batch_size_for(todo)
+    return [batch for segment in segments for batch in split(segment, size)]
 
 
 def metrics_due(store: Store, job_id: str, busy: bool) -> str | None:
