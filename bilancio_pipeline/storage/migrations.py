@@ -39,7 +39,9 @@ from sqlalchemy.engine import Engine
 
 from bilancio_pipeline.storage.base import StoreError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+# supabase/migrations/ (the Supabase CLI's folder), through the package's link to it: in a wheel
+# the link becomes a copy of the files, so an installed package finds them too.
+MIGRATIONS_DIR = Path(__file__).parent / "sql_migrations"
 # The last migration of version 0.x, which created stores without recording versions.
 BASELINE = "20261123000100"
 # Any number, the same in every process: the advisory lock that serializes upgrades.
