@@ -181,6 +181,38 @@ def test_dead_worker_fails_only_its_run_and_relaunch_reruns_only_it(sqlite_env):
     assert_complete(store)
 
 
+_POOL_OWNER = """
+import os, sys, time
+from bilancio_pipeline.compute import local
+if __name__ == "__main__":
+    pool = local._pool(2)
+    busy = [pool.submit(time.sleep, 60) for _ in range(2)]  # two workers mid-simulation
+    time.sleep(1)
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_pool_whose_owner_is_killed_does_not_outlive_it(tmp_path):
+    """kill -9 of a run worker (or a CLI sweep) takes its simulation pool with it: its forkserver
+    and workers end too, rather than holding memory and CPU until the machine restarts."""
+    import psutil
+
+    script = tmp_path / "owner.py"
+    script.write_text(_POOL_OWNER)
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(owner.stdout.readline())
+        pool = [p for p in psutil.Process(pid).children(recursive=True) if "forkserver" in " ".join(p.cmdline())]
+        assert len(pool) == 3  # the forkserver and its two workers
+        owner.kill()
+        owner.wait(10)
+        gone, alive = psutil.wait_procs(pool, timeout=10)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        owner.kill()
+
+
 # --- (3) the Dagster run is killed mid-batch -----------------------------------------------------
 
 

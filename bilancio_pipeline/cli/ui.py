@@ -20,6 +20,8 @@ import time
 
 import click
 
+from bilancio_pipeline.lifetime import end_with_parent
+
 DEFAULT_PORT = 3000
 STOP_TIMEOUT_S = 30.0
 MAX_RESTARTS = 5  # unexpected exits of `dagster dev` in a row before giving up
@@ -102,7 +104,9 @@ def _supervise(command: list[str]) -> int:
     restarts = 0
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(command, preexec_fn=_stop_with_parent)
+        # SIGTERM to `dagster dev` when this process dies, however it dies, so a `ui` killed alone
+        # does not leave it holding the port.
+        child = subprocess.Popen(command, preexec_fn=end_with_parent)
         code = _wait(child, stopping)
         if stopping:
             _stop_leftovers()
@@ -148,15 +152,6 @@ def _wait(child: subprocess.Popen, stopping: list[int]) -> int:
                 except psutil.NoSuchProcess:
                     pass
             return child.wait()
-
-
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when this process dies, however it dies (Linux), so
-    a `ui` killed alone does not leave `dagster dev` holding the port."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _stop_leftovers() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.util
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -18,24 +19,27 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from bilancio_pipeline.compute.base import Compute, RunOutcome, RunTask
+from bilancio_pipeline.lifetime import end_with_parent
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
-def _pin_threads() -> None:
+def _init_worker() -> None:
     # One simulation per core: BLAS threads inside a worker would only fight each other.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
+    end_with_parent(signal.SIGKILL)  # the forkserver, which ends with the pool's owner (forkserver.py)
 
 
 def _context():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["bilancio_pipeline.compute.local", "bilancio_pipeline.engine.run"])
+    ctx.set_forkserver_preload(["bilancio_pipeline.compute.forkserver", "bilancio_pipeline.compute.local",
+                                "bilancio_pipeline.engine.run"])
     return ctx
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_pin_threads)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_worker)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
