@@ -116,7 +116,7 @@ def _finished(server):
     """All runs once job_metrics_job's run for the sweep has ended, else None."""
     runs = _sweep_runs(server)
     metrics_runs = [r for r in runs.get("job_metrics_job", []) if r["tags"].get("dagster/partition") == JOB_ID]
-    if any(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in metrics_runs):
+    if any(r["status"] in TERMINAL_RUN_STATUSES for r in metrics_runs):
         return runs
     if any(r["status"] == "FAILURE" for group in runs.values() for r in group):
         return runs  # something failed: no point waiting for the rest
