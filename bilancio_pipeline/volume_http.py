@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         server = VolumeServer(artifacts_from_env(), args.port, listener=listener).start()
     except OSError as exc:
         sys.exit(f"results volume not served on port {args.port}: {exc}")
-    print(f"Results volume: {server.url}", flush=True)
+    if listener is None:  # started by `ui` (with --fd), which says where itself
+        print(f"Results volume: {server.url}", flush=True)
     try:
         while not args.parent or os.getppid() == args.parent:
             time.sleep(1.0)
