@@ -128,9 +128,9 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_
     dagster_dev, shots = bilancio_ui, _screenshots(tmp_path)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(PAGE_TIMEOUT_MS)  # the report's tab too
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.set_default_timeout(PAGE_TIMEOUT_MS)  # the report's tab too
             page = context.new_page()
             skip = page.get_by_role("button", name="Skip")  # the one-time newsletter dialog
             page.add_locator_handler(skip, lambda: skip.click())
@@ -153,6 +153,9 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_
 
             report_url = _open_report(page, dagster_dev.url, shots)
             _bad_spec_refused_in_one_line(page, dagster_dev, shots / "spec_error.png")
+        except BaseException:
+            _keep_what_the_tabs_show(context, shots)
+            raise
         finally:
             browser.close()
 
@@ -191,6 +194,17 @@ def test_sweep_launched_from_the_launchpad_runs_to_job_metrics(bilancio_ui, tmp_
         assert BAD_JOB_ID not in {j["job_id"] for j in store.list_jobs()}  # the bad spec wrote nothing
     finally:
         store.close()
+
+
+def _keep_what_the_tabs_show(context, shots: Path) -> None:
+    """On a failure, a screenshot of every open tab, so the page the test gave up on can be seen."""
+    for number, tab in enumerate(context.pages):
+        path = shots / f"failure-{number}.png"
+        try:
+            tab.screenshot(path=path, full_page=True, timeout=15_000)
+            print(f"failed on {tab.url}: {path}")
+        except Exception as exc:  # a crashed or hung tab: its address still helps
+            print(f"failed on {tab.url} (no screenshot: {exc})")
 
 
 _CHECKS = """query Checks($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
