@@ -7,6 +7,7 @@ import pytest
 
 from bilancio_pipeline.compute.local import LocalCompute
 from bilancio_pipeline.defs import sensors
+from bilancio_pipeline.defs.dead_runs import DRIVER_DONE_TAG
 from bilancio_pipeline.defs.orchestration import sweep_busy
 from bilancio_pipeline.defs.run_tags import HANDED_ON_TAG, range_tags
 from bilancio_pipeline.defs.resources import ComputeResource, StoreResource
@@ -179,3 +180,56 @@ def test_job_metrics_waits_while_another_batch_is_in_flight(env):
     _in_flight_batch(instance, keys[0], keys[5])
     (batch,) = instance.get_runs(dg.RunsFilter(job_name="sweep_batch_job"))
     assert sweep_busy(instance, "sensor-sweep") and not sweep_busy(instance, "sensor-sweep", besides=batch.run_id)
+
+
+_CLI_PROCESS = """
+import sys
+import dagster as dg
+from bilancio_pipeline.definitions import build_definitions
+from bilancio_pipeline.defs.inprocess import run_sweep
+from bilancio_pipeline.defs.resources import ComputeResource
+
+if __name__ == "__main__":  # the simulation pool's processes import this module too
+    spec = {"n_agents": 10, "maturity_days": 5, "kappas": [0.5, 1.0, 2.0], "seeds": [1], "job_id": sys.argv[2]}
+    defs = build_definitions(compute=ComputeResource(workers=1))
+    with dg.DagsterInstance.get() as instance:
+        if sys.argv[1] == "launch-only":  # as a command line killed right after its launch run
+            tags = {"bilancio/launched_by": "cli", "dagster/max_retries": "0"}
+            defs.resolve_job_def("launch_sweep_job").execute_in_process(
+                run_config={"ops": {"launch_sweep": {"config": spec}}}, instance=instance, tags=tags)
+        else:
+            run_sweep(defs, instance, spec)
+"""
+
+
+def test_a_command_line_that_died_between_its_runs_is_taken_over(tmp_path, monkeypatch):
+    """Killed while none of its runs was STARTED (after its launch run, between two batches), a
+    command line leaves no dead run to find; its launch run, whose process is gone without
+    saying it was done, is what tells the daemon to take the sweep over. One that finished
+    is left alone."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("BILANCIO_HOME", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    script = tmp_path / "cli.py"
+    script.write_text(_CLI_PROCESS)
+    subprocess.run([sys.executable, str(script), "launch-only", "died"], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(script), "whole", "finished"], check=True, capture_output=True)
+
+    store = StoreResource(home=str(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        def tick():
+            context = dg.build_sensor_context(instance=instance, resources={"store": store})
+            return [r for r in sensors.dead_run_sensor(context) if isinstance(r, dg.RunRequest)]
+
+        requests = tick()
+        keys = [k for k in instance.get_dynamic_partitions("runs") if k.startswith("died_")]
+        assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                for r in requests] == [(keys[0], keys[-1])]
+        assert {r.tags["bilancio/job_id"] for r in requests} == {"died"}  # not the finished sweep
+        assert tick() == []  # taken over once
+        launched = instance.get_runs(dg.RunsFilter(job_name="launch_sweep_job"))
+        (finished,) = [r for r in launched if r.tags.get("bilancio/job_id") == "finished"]
+        assert DRIVER_DONE_TAG in finished.tags  # the command line that finished said so

@@ -28,6 +28,9 @@ HOST_TAG = "bilancio/host"  # the machine whose process runs the run (the sensor
 # tags: compare with the id, `reported_dead`).
 WORKER_GONE_TAG = "bilancio/worker_gone"
 TAKEN_OVER_TAG = "bilancio/taken_over"  # on a dead CLI run whose sweep someone else now runs
+# On a command line's launch run once it no longer drives its sweep (it finished, or gave up):
+# a launch run without it whose process is gone is a command line that died between its runs.
+DRIVER_DONE_TAG = "bilancio/driver_done"
 _CLI = {"bilancio/launched_by": "cli"}
 _CLOCK_SLACK_S = 1.0  # a process created this much after the run started is another process
 
@@ -132,9 +135,24 @@ def end_dead_runs(instance: dg.DagsterInstance, no_launcher: bool = False) -> li
 
 
 def orphaned_cli_runs(instance: dg.DagsterInstance, limit: int = 100) -> list[dg.DagsterRun]:
-    """Runs of command-line sweeps reported dead whose sweep nobody has taken over yet."""
+    """Runs of command-line sweeps whose command line died, and whose sweep nobody has taken over
+    yet: runs reported dead (it died mid-run), and succeeded launch runs whose process is gone
+    without saying it was done (it died between two runs, when none of them was left STARTED)."""
     failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], tags=_CLI), limit=limit)
-    return [run for run in failed if reported_dead(run) and TAKEN_OVER_TAG not in run.tags]
+    orphans = [run for run in failed if reported_dead(run) and TAKEN_OVER_TAG not in run.tags]
+    launched = instance.get_runs(dg.RunsFilter(job_name="launch_sweep_job", statuses=[dg.DagsterRunStatus.SUCCESS],
+                                               tags=_CLI), limit=limit)
+    for run in launched:
+        if DRIVER_DONE_TAG in run.tags or TAKEN_OVER_TAG in run.tags or not _judged_here(instance, run):
+            continue
+        worker = worker_of(instance, run.run_id)
+        if worker and process_gone(*worker):
+            orphans.append(run)
+    return orphans
+
+
+def mark_driver_done(instance: dg.DagsterInstance, run_id: str) -> None:
+    instance.add_run_tags(run_id, {DRIVER_DONE_TAG: "true"})
 
 
 def mark_taken_over(instance: dg.DagsterInstance, run: dg.DagsterRun, by: str) -> None:

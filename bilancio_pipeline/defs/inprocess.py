@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from bilancio_pipeline.defs.dead_runs import HOST_TAG, end_dead_runs, mark_taken_over, orphaned_cli_runs, this_host
+from bilancio_pipeline.defs.dead_runs import (HOST_TAG, end_dead_runs, mark_driver_done, mark_taken_over,
+                                              orphaned_cli_runs, this_host)
 from bilancio_pipeline.defs.run_tags import JOB_ID_TAG, LAUNCHED_BY_TAG
 from bilancio_pipeline.defs.orchestration import batch_tags, partition_order
 from bilancio_pipeline.sweeps import orchestrator
@@ -79,30 +80,40 @@ def run_sweep(
         )
         if not launch.success:
             raise SweepFailed(failure_message(launch))
-        job_id = launch.output_for_node("launch_sweep")
-        for orphan in orphaned_cli_runs(instance):  # a dead command line's runs of this sweep: ours now
-            if orphan.tags.get(JOB_ID_TAG) == job_id:
-                mark_taken_over(instance, orphan, by=launch.run_id)
-        counts = store.run_counts(job_id)
-        progress = SweepProgress(job_id, sum(counts.values()), counts)
-        if on_progress:
-            on_progress(progress)
-        batch_job = defs.resolve_job_def("sweep_batch_job")
-        for batch in orchestrator.next_batches(store, job_id, partition_order(instance), batch_size):
-            result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
-                                                  tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
-            if not result.success:
-                orchestrator.batch_ended_badly(store, job_id, batch.run_ids,
-                                               f"the Dagster run {result.run_id} that was executing this run "
-                                               f"failed: {failure_message(result)}", will_retry=False)
-            progress.counts = store.run_counts(job_id)
-            if on_progress:
-                on_progress(progress)
-        aggregate = defs.resolve_job_def("job_metrics_job").execute_in_process(
-            run_config=QUIET, instance=instance, partition_key=job_id, tags=tags, raise_on_error=False)
-        if not aggregate.success:
-            raise SweepFailed(f"job_metrics of {job_id} failed: {failure_message(aggregate)}")
-        progress.counts = store.run_counts(job_id)
+        progress = SweepProgress(launch.output_for_node("launch_sweep"), 0)
+        try:
+            _drive(defs, instance, store, launch.run_id, tags, batch_size, progress, on_progress)
+        finally:  # this command no longer drives the sweep: nobody need take it over (dead_runs.py)
+            mark_driver_done(instance, launch.run_id)
     finally:
         store.close()
     return progress
+
+
+def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run_id: str, tags: dict,
+           batch_size: int | None, progress: SweepProgress, on_progress) -> None:
+    """Run what the sweep has left, batch by batch, then its job_metrics."""
+    job_id = progress.job_id
+    for orphan in orphaned_cli_runs(instance):  # a dead command line's runs of this sweep: ours now
+        if orphan.tags.get(JOB_ID_TAG) == job_id:
+            mark_taken_over(instance, orphan, by=launch_run_id)
+    progress.counts = store.run_counts(job_id)
+    progress.total = sum(progress.counts.values())
+    if on_progress:
+        on_progress(progress)
+    batch_job = defs.resolve_job_def("sweep_batch_job")
+    for batch in orchestrator.next_batches(store, job_id, partition_order(instance), batch_size):
+        result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
+                                              tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
+        if not result.success:
+            orchestrator.batch_ended_badly(store, job_id, batch.run_ids,
+                                           f"the Dagster run {result.run_id} that was executing this run "
+                                           f"failed: {failure_message(result)}", will_retry=False)
+        progress.counts = store.run_counts(job_id)
+        if on_progress:
+            on_progress(progress)
+    aggregate = defs.resolve_job_def("job_metrics_job").execute_in_process(
+        run_config=QUIET, instance=instance, partition_key=job_id, tags=tags, raise_on_error=False)
+    if not aggregate.success:
+        raise SweepFailed(f"job_metrics of {job_id} failed: {failure_message(aggregate)}")
+    progress.counts = store.run_counts(job_id)

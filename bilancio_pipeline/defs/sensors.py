@@ -22,7 +22,7 @@ from bilancio_pipeline.defs.orchestration import batch_tags, batches_to_request,
 from bilancio_pipeline.defs.partitions import job_id_of
 from bilancio_pipeline.defs.resources import StoreResource
 from bilancio_pipeline.defs.run_tags import HANDED_ON_TAG, JOB_ID_TAG, LAUNCHED_BY_TAG
-from bilancio_pipeline.storage.base import Store
+from bilancio_pipeline.storage.base import NotFound, Store
 from bilancio_pipeline.sweeps import orchestrator
 
 log = console.events()
@@ -159,11 +159,25 @@ def dead_run_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
     orphans = dead_runs.orphaned_cli_runs(instance)
     if orphans:
         with _opened(store) as db:
-            for run in orphans:
-                job_id = run.tags.get(JOB_ID_TAG)
-                if job_id:
+            for job_id, runs in _by_sweep(orphans).items():
+                if job_id and _unfinished(db, job_id):
                     log.warning("sweep %s: the command line running it is gone; the daemon takes it over", job_id)
-                    yield from _batch_requests(db, instance, job_id, f"takeover:{run.run_id}")
-                dead_runs.mark_taken_over(instance, run, by="daemon")
+                    yield from _batch_requests(db, instance, job_id, f"takeover:{runs[0].run_id}")
+                for run in runs:  # a sweep that finished meanwhile needs nobody
+                    dead_runs.mark_taken_over(instance, run, by="daemon")
     if not orphans:
         yield dg.SkipReason(f"reported {len(ended)} dead runs failed" if ended else "no dead runs")
+
+
+def _by_sweep(runs: list[dg.DagsterRun]) -> dict[str | None, list[dg.DagsterRun]]:
+    by_sweep: dict[str | None, list[dg.DagsterRun]] = {}
+    for run in runs:
+        by_sweep.setdefault(run.tags.get(JOB_ID_TAG), []).append(run)
+    return by_sweep
+
+
+def _unfinished(db: Store, job_id: str) -> bool:
+    try:
+        return db.get_job(job_id)["status"] in ("pending", "running")
+    except NotFound:
+        return False
