@@ -14,7 +14,7 @@ import os
 import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -86,14 +86,13 @@ class LocalCompute(Compute):
     def run_batch(self, tasks: Sequence[RunTask], artifacts_root: str | None) -> Iterator[RunOutcome]:
         pending: dict[Future, RunTask] = {_pool(self.workers).submit(self.runner, t, artifacts_root): t for t in tasks}
         orphans: list[RunTask] = []
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = pending.pop(future)
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    orphans.append(task)
+        # as_completed watches every future once; a wait() per result would be quadratic in the batch
+        for future in as_completed(pending):
+            task = pending.pop(future)  # and lets go of each result once it is handed on
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                orphans.append(task)
         if orphans:
             _POOLS.pop(self.workers, None)  # the broken pool is unusable
             yield from (self._isolated(t, artifacts_root) for t in orphans)
