@@ -24,6 +24,9 @@ from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES
 
 # Dagster's console log at DEBUG would bury the progress line; the UI keeps the full log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The command line runs its batches one after another, each over every core, and moves its
+# progress line between them: batches of at most this many keep it moving every few seconds.
+PROGRESS_BATCH = 500
 
 
 class SweepFailed(RuntimeError):
@@ -102,7 +105,8 @@ def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run
     if on_progress:
         on_progress(progress)
     batch_job = defs.resolve_job_def("sweep_batch_job")
-    for batch in orchestrator.next_batches(store, job_id, partition_order(instance), batch_size):
+    size = batch_size or min(orchestrator.batch_size_for(progress.total), PROGRESS_BATCH)
+    for batch in orchestrator.next_batches(store, job_id, partition_order(instance), size):
         result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
                                               tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
         if not result.success:
