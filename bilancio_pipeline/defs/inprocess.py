@@ -105,7 +105,7 @@ def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run
     if on_progress:
         on_progress(progress)
     batch_job = defs.resolve_job_def("sweep_batch_job")
-    size = batch_size or min(orchestrator.batch_size_for(progress.total), PROGRESS_BATCH)
+    size = batch_size or min(orchestrator.batch_size(), PROGRESS_BATCH)
     for batch in orchestrator.next_batches(store, job_id, partition_order(instance), size):
         result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
                                               tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)

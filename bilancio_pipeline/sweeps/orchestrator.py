@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from bilancio_pipeline.storage.base import NotFound, Store
 from bilancio_pipeline.sweeps import lifecycle
 
-# A batch stores its finished runs every few seconds and a retry skips them, so a large batch
-# risks little on a crash; what each extra batch costs is a Dagster run's start-up (seconds) while
-# its slot idles. The largest is the project's largest sweep over two slots.
-MIN_BATCH, MAX_BATCH = 25, 10_000
+# One batch's process pool already spans every core (or fans out over Modal), and a batch stores
+# its finished runs every few seconds, which a retry skips: so a sweep is one batch, as large as
+# this. More batches of one sweep would only add Dagster run start-ups (seconds each) and crowd
+# the cores with pools; the other batch slots stay free for other sweeps.
+MAX_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,9 @@ def batch_slots() -> int:
     return int(os.environ.get("BILANCIO_MAX_CONCURRENT_RUNS") or os.cpu_count() or 2)
 
 
-def batch_size_for(n_runs: int) -> int:
-    """Runs per Dagster run: BILANCIO_BATCH_SIZE if set, else just enough batches to fill the
-    batch slots, kept between MIN_BATCH and MAX_BATCH. Starting a Dagster run costs seconds, so
-    fewer, larger batches are faster; more than the slots cannot run at once anyway."""
-    if os.environ.get("BILANCIO_BATCH_SIZE"):
-        return max(1, int(os.environ["BILANCIO_BATCH_SIZE"]))
-    return min(MAX_BATCH, max(MIN_BATCH, -(-n_runs // batch_slots())))
+def batch_size() -> int:
+    """Runs per Dagster run: BILANCIO_BATCH_SIZE if set, else MAX_BATCH."""
+    return max(1, int(os.environ.get("BILANCIO_BATCH_SIZE") or MAX_BATCH))
 
 
 def split(run_ids: Sequence[str], size: int) -> list[Batch]:
@@ -68,10 +65,7 @@ def next_batches(store: Store, job_id: str, partition_order: Sequence[str], size
             segments.append([])
         else:
             segments[-1].append(key)
-    todo = sum(len(segment) for segment in segments)
-    if not todo:
-        return []
-    size = size or batch_size_for(todo)
+    size = size or batch_size()
     return [batch for segment in segments for batch in split(segment, size)]
 
 
