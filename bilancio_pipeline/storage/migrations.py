@@ -223,13 +223,19 @@ class _Postgres(_Database):
     version_table = "supabase_migrations.schema_migrations"
 
     def state(self, conn):
-        table, jobs = self.fetch(conn, "select to_regclass('supabase_migrations.schema_migrations'), "
-                                       "to_regclass('public.jobs')")[0]
+        # pg_class read by a plain query, under this statement's snapshot: to_regclass() goes
+        # through the backend's catalog cache, which an advisory lock does not refresh, so a
+        # process that waited on the lock could miss the version table the other one just made.
+        table, jobs = self.fetch(conn, "select "
+                                       "exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                                       "where n.nspname = 'supabase_migrations' and c.relname = 'schema_migrations'), "
+                                       "exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                                       "where n.nspname = 'public' and c.relname = 'jobs')")[0]
         recorded = None
-        if table is not None:
+        if table:
             recorded = [r[0] for r in self.fetch(conn, "select version from supabase_migrations.schema_migrations "
                                                        "order by version")]
-        return recorded, jobs is not None
+        return recorded, jobs
 
     def lock(self, conn) -> None:
         self.fetch(conn, "select pg_advisory_xact_lock(%s)", _PG_LOCK_KEY)  # psycopg2 has begun a transaction
