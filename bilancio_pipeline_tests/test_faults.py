@@ -379,3 +379,38 @@ def test_failed_aggregate_leaves_the_job_failed_not_running(sqlite_env, monkeypa
     assert job["status"] == "failed" and "job_metrics failed" in job["error"] and "aggregate blew up" in job["error"]
     assert [e["event_type"] for e in store.list_events(JOB)][-1] == "failed"
     assert store.run_counts(JOB)["completed"] == 8  # the runs themselves are kept
+
+
+def test_ctrl_c_stops_a_cli_sweep_and_the_same_command_resumes(tmp_path):
+    """SIGINT (Ctrl-C) stops the command within its current batch, says how to resume, and the
+    same command then finishes the sweep, the runs already done left as they are."""
+    import signal
+    import sqlite3
+
+    from bilancio_pipeline.benchmarks.dagster_server import without_cloud_settings
+
+    env = {**without_cloud_settings(os.environ), "BILANCIO_HOME": str(tmp_path / "home"), "BILANCIO_BATCH_SIZE": "10"}
+    command = [str(Path(sys.executable).parent / "bilancio-pipeline"), "sweep", "balanced", "--n-agents", "100",
+               "--maturity-days", "8", "--kappas", "0.25,0.5,1,2", "--mus", "0,0.5,1",
+               "--seeds", ",".join(map(str, range(1, 11))), "--job-id", "stop-me"]  # 240 runs, 24 batches
+
+    def completed() -> int:
+        try:
+            with sqlite3.connect(tmp_path / "home" / "bilancio.db") as db:
+                return db.execute("select count(*) from runs where status = 'completed'").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+    sweep = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while completed() < 10 and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=60)
+    done = completed()
+    assert sweep.returncode != 0 and "interrupted with" in err and "--job-id stop-me" in err, err[-2000:]
+    assert 10 <= done < 240  # it stopped, keeping what was done
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert completed() == 240 and "status: completed" in resumed.stdout

@@ -33,6 +33,10 @@ class SweepFailed(RuntimeError):
     """The sweep could not be launched or aggregated; the message says why."""
 
 
+class SweepInterrupted(SweepFailed):
+    """The user stopped the command (Ctrl-C): what is done is kept, the same command resumes."""
+
+
 @dataclass
 class SweepProgress:
     job_id: str
@@ -109,15 +113,30 @@ def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run
     for batch in orchestrator.next_batches(store, job_id, partition_order(instance), size):
         result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
                                               tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
+        # Ctrl-C: Dagster fails the batch's run and returns; the command must stop, not go on.
+        stopped = not result.success and _interrupted(result)
         if not result.success:
-            orchestrator.batch_ended_badly(store, job_id, batch.run_ids,
-                                           f"the Dagster run {result.run_id} that was executing this run "
-                                           f"failed: {failure_message(result)}", will_retry=False)
+            reason = ("interrupted (Ctrl-C) before it ran" if stopped else
+                      f"the Dagster run {result.run_id} that was executing this run failed: {failure_message(result)}")
+            orchestrator.batch_ended_badly(store, job_id, batch.run_ids, reason, will_retry=False)
         progress.counts = store.run_counts(job_id)
         if on_progress:
             on_progress(progress)
+        if stopped:
+            raise SweepInterrupted(f"interrupted with {progress.done} of {progress.total} runs done; "
+                                   f"run the same command (--job-id {job_id}) to resume")
     aggregate = defs.resolve_job_def("job_metrics_job").execute_in_process(
         run_config=QUIET, instance=instance, partition_key=job_id, tags=tags, raise_on_error=False)
     if not aggregate.success:
         raise SweepFailed(f"job_metrics of {job_id} failed: {failure_message(aggregate)}")
     progress.counts = store.run_counts(job_id)
+
+
+def _interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None:
+            if error.cls_name == "DagsterExecutionInterruptedError":
+                return True
+            error = error.cause
+    return False
