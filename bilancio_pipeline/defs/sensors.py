@@ -11,12 +11,14 @@
   lets Dagster's run retries re-run it; a command-line sweep whose process died is taken over.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
 
 from bilancio_pipeline.defs import console, dead_runs
+from bilancio_pipeline.defs.handoff import WEBSERVER_URL_ENV
 from bilancio_pipeline.defs.jobs import job_metrics_job, launch_sweep_job, sweep_batch_job
 from bilancio_pipeline.defs.orchestration import batch_tags, batches_to_request, keys_of_run, sweep_busy, will_retry
 from bilancio_pipeline.defs.partitions import job_id_of
@@ -26,6 +28,14 @@ from bilancio_pipeline.storage.base import NotFound, Store
 from bilancio_pipeline.sweeps import orchestrator
 
 log = console.events()
+
+# A sensor tick costs the daemon and the code server about a tenth of a CPU-second, taken from the
+# simulations of a running sweep (four run-status sensors every 2 s were a fifth of a core). When
+# the runs hand their sweep on themselves (handoff.py, under `bilancio-pipeline ui`) the run-status
+# sensors are only a safety net and tick slowly; otherwise (a plain `dagster dev`) they make every
+# hop and tick fast.
+HOP_SECONDS = 15 if os.environ.get(WEBSERVER_URL_ENV) else 2
+DEAD_RUN_SECONDS = 20  # how long a dead run may hold its slot before it is reported failed
 
 
 def _daemon_sweep(run: dg.DagsterRun) -> str | None:
@@ -60,7 +70,7 @@ def _metrics_request(db: Store, instance: dg.DagsterInstance, job_id: str):
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[launch_sweep_job],
     request_job=sweep_batch_job,
-    minimum_interval_seconds=2,
+    minimum_interval_seconds=HOP_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After a sweep is launched, request its unfinished runs in batches of contiguous partitions "
                 "(unless the launch run submitted them itself).",
@@ -78,7 +88,7 @@ def sweep_batches_sensor(context: dg.RunStatusSensorContext, store: StoreResourc
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[sweep_batch_job],
     request_job=job_metrics_job,
-    minimum_interval_seconds=2,
+    minimum_interval_seconds=HOP_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="When a sweep's last batch succeeds, materialize its job_metrics.",
 )
@@ -110,7 +120,7 @@ def _after_bad_end(context: dg.RunStatusSensorContext, store: StoreResource, wha
 @dg.run_failure_sensor(
     monitored_jobs=[sweep_batch_job],
     request_job=job_metrics_job,
-    minimum_interval_seconds=2,
+    minimum_interval_seconds=HOP_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A failed batch that will not be retried leaves no run `running`: they become `failed`.",
 )
@@ -122,7 +132,7 @@ def batch_failure_sensor(context: dg.RunFailureSensorContext, store: StoreResour
     run_status=dg.DagsterRunStatus.CANCELED,
     monitored_jobs=[sweep_batch_job],
     request_job=job_metrics_job,
-    minimum_interval_seconds=2,
+    minimum_interval_seconds=HOP_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A batch whose Dagster run was cancelled leaves no run `running`: they become `failed`.",
 )
@@ -145,7 +155,7 @@ def sweep_completion_sensor(context: dg.SensorEvaluationContext, store: StoreRes
 
 @dg.sensor(
     job=sweep_batch_job,
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=DEAD_RUN_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs whose worker process is gone (killed, out of memory, machine restarted) are reported "
                 "failed, so they free their slot and Dagster's run retries re-run them; a command-line sweep "
