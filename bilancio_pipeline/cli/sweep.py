@@ -101,13 +101,22 @@ def run_and_report(sweep_type: str, options: dict) -> dict:
         click.echo(f"\r{progress.job_id}: {progress.done}/{progress.total} runs done, {progress.failed} failed",
                    err=True, nl=False)
 
+    shown: dict = {}
+
+    def print_job_metrics(progress):  # as soon as they are stored; the report is drawn after
+        click.echo("", err=True)
+        shown.update(_print_job_metrics(defs, progress))
+
     try:
         kwargs = {"batch_size": batch_size} if batch_size else {}
-        progress = run_sweep(defs, instance, config, on_progress=show, **kwargs)
+        run_sweep(defs, instance, config, on_progress=show, on_aggregated=print_job_metrics, **kwargs)
     except SweepFailed as exc:
         click.echo("", err=True)
         raise click.ClickException(str(exc)) from None
-    click.echo("", err=True)
+    return shown
+
+
+def _print_job_metrics(defs, progress) -> dict:
     store = defs.resources["store"].process_config_and_initialize().open()
     try:
         job = store.get_job(progress.job_id)

@@ -9,7 +9,9 @@ ended first, so they never hold a run slot; a UI's daemon takes such a sweep ove
 """
 
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -24,9 +26,8 @@ from bilancio_pipeline.sweeps.lifecycle import TERMINAL_RUN_STATUSES
 
 # Dagster's console log at DEBUG would bury the progress line; the UI keeps the full log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-# The command line runs its batches one after another, each over every core, and moves its
-# progress line between them: batches of at most this many keep it moving every few seconds.
-PROGRESS_BATCH = 500
+# While a batch runs, the progress line is redrawn from the store's run counts this often.
+PROGRESS_SECONDS = 2.0
 
 
 class SweepFailed(RuntimeError):
@@ -74,8 +75,10 @@ def run_sweep(
     sweep_config: dict,
     batch_size: int | None = None,
     on_progress: Callable[[SweepProgress], None] | None = None,
+    on_aggregated: Callable[[SweepProgress], None] | None = None,
 ) -> SweepProgress:
-    """Launch (or resume) a sweep and run it to its job_metrics. Returns the final counts."""
+    """Launch (or resume) a sweep and run it to its job_metrics and report. Returns the final
+    counts. `on_aggregated` is called once job_metrics is stored, before the report is drawn."""
     end_dead_runs(instance)
     store = defs.resources["store"].process_config_and_initialize().open()
     try:
@@ -90,6 +93,7 @@ def run_sweep(
         progress = SweepProgress(launch.output_for_node("launch_sweep"), 0)
         try:
             _drive(defs, instance, store, launch.run_id, tags, batch_size, progress, on_progress)
+            _aggregate(defs, instance, store, tags, progress, on_aggregated)
         finally:  # this command no longer drives the sweep: nobody need take it over (dead_runs.py)
             mark_driver_done(instance, launch.run_id)
     finally:
@@ -99,7 +103,7 @@ def run_sweep(
 
 def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run_id: str, tags: dict,
            batch_size: int | None, progress: SweepProgress, on_progress) -> None:
-    """Run what the sweep has left, batch by batch, then its job_metrics."""
+    """Run what the sweep has left, batch by batch."""
     job_id = progress.job_id
     for orphan in orphaned_cli_runs(instance):  # a dead command line's runs of this sweep: ours now
         if orphan.tags.get(JOB_ID_TAG) == job_id:
@@ -109,10 +113,10 @@ def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run
     if on_progress:
         on_progress(progress)
     batch_job = defs.resolve_job_def("sweep_batch_job")
-    size = batch_size or min(orchestrator.batch_size(), PROGRESS_BATCH)
-    for batch in orchestrator.next_batches(store, job_id, partition_order(instance), size):
-        result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
-                                              tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
+    for batch in orchestrator.next_batches(store, job_id, partition_order(instance), batch_size):
+        with _watching(defs, progress, on_progress):
+            result = batch_job.execute_in_process(run_config=QUIET, instance=instance,
+                                                  tags={**tags, **batch_tags(batch, job_id)}, raise_on_error=False)
         # Ctrl-C: Dagster fails the batch's run and returns; the command must stop, not go on.
         stopped = not result.success and _interrupted(result)
         if not result.success:
@@ -125,11 +129,61 @@ def _drive(defs: dg.Definitions, instance: dg.DagsterInstance, store, launch_run
         if stopped:
             raise SweepInterrupted(f"interrupted with {progress.done} of {progress.total} runs done; "
                                    f"run the same command (--job-id {job_id}) to resume")
-    aggregate = defs.resolve_job_def("job_metrics_job").execute_in_process(
-        run_config=QUIET, instance=instance, partition_key=job_id, tags=tags, raise_on_error=False)
-    if not aggregate.success:
-        raise SweepFailed(f"job_metrics of {job_id} failed: {failure_message(aggregate)}")
-    progress.counts = store.run_counts(job_id)
+
+
+def _aggregate(defs: dg.Definitions, instance: dg.DagsterInstance, store, tags: dict, progress: SweepProgress,
+               on_aggregated) -> None:
+    """job_metrics, then the report, as two runs of job_metrics_job: the numbers are shown
+    without waiting for the figures (the report imports a plotting library, about a second)."""
+    job_id, job = progress.job_id, defs.resolve_job_def("job_metrics_job")
+    for asset, what in (("job_metrics", "job_metrics"), ("sweep_report", "the report")):
+        result = job.execute_in_process(run_config=QUIET, instance=instance, partition_key=job_id, tags=tags,
+                                        asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
+        if not result.success:
+            raise SweepFailed(f"{what} of {job_id} failed: {failure_message(result)}")
+        if asset == "job_metrics":
+            progress.counts = store.run_counts(job_id)
+            if on_aggregated:
+                on_aggregated(progress)
+
+
+@contextmanager
+def _watching(defs: dg.Definitions, progress: SweepProgress, on_progress) -> Iterator[None]:
+    """While a batch runs in this thread, another reads the sweep's run counts from the store and
+    redraws the progress line, so the command line's sweep is one batch over every core, as the
+    UI's is (a batch stores its finished runs every few seconds). The line is a courtesy: a store
+    that does not answer it is left alone, and nothing is drawn once the batch has returned."""
+    if on_progress is None:
+        yield
+        return
+    done, lock = threading.Event(), threading.Lock()
+
+    def watch() -> None:
+        try:
+            store = defs.resources["store"].process_config_and_initialize().open()
+        except Exception:  # a store that is down: the batch itself reports it
+            return
+        try:
+            while not done.wait(PROGRESS_SECONDS):
+                counts = store.run_counts(progress.job_id)
+                with lock:
+                    if done.is_set():
+                        return
+                    progress.counts = counts
+                    on_progress(progress)
+        except Exception:  # likewise
+            return
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=watch, name="sweep-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
+        thread.join(timeout=PROGRESS_SECONDS)  # a read stuck in the store's retries is not waited for
 
 
 def _interrupted(result: dg.ExecuteInProcessResult) -> bool:

@@ -8,6 +8,7 @@ compare it with tabulated values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+@functools.lru_cache(maxsize=256)  # a sweep's intervals share a few (p, df): each costs ~2 ms
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with df degrees of freedom (bisection on the CDF)."""
     if not 0.0 < p < 1.0 or not df > 0:
