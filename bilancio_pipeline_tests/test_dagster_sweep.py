@@ -6,6 +6,7 @@ with artifacts on the local volume or on the real S3 server.
 """
 
 import json
+import time
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -14,7 +15,7 @@ import pytest
 
 from bilancio_pipeline.compute.base import RunOutcome
 from bilancio_pipeline.compute.local import LocalCompute
-from bilancio_pipeline.defs import assets
+from bilancio_pipeline.defs import assets, inprocess
 from bilancio_pipeline.defs.inprocess import SweepFailed, failure_message, run_sweep
 from bilancio_pipeline.defs.instance import DAGSTER_ENV, ensure_dagster_home
 from bilancio_pipeline.defs.resources import ComputeResource
@@ -228,6 +229,47 @@ def test_partitions_materialize_as_runs_finish_and_recompute_reruns_them(sqlite_
     after = {r["run_id"]: r["completed_at"] for r in store.list_runs("test-sweep")}
     assert all(after[k] > before[k] for k in before)  # every completed run ran again, on purpose
     assert len(instance.fetch_materializations(dg.AssetKey("run_metrics"), limit=100).records) == 12
+
+
+class SlowCompute(ComputeResource):
+    """The local pool, handing each finished run on 0.3 s after the previous one."""
+
+    def open(self, executor=None):
+        inner = LocalCompute(workers=2)
+
+        class Slow(LocalCompute):
+            def run_batch(self, tasks, artifacts_root):
+                for outcome in inner.run_batch(tasks, artifacts_root):
+                    yield outcome
+                    time.sleep(0.3)
+
+        return Slow(workers=2)
+
+
+def test_the_command_line_shows_progress_within_its_one_batch_and_job_metrics_before_the_report(
+        sqlite_instance, monkeypatch):
+    monkeypatch.setattr(assets, "FLUSH_SECONDS", 0.0)  # each run is stored as it ends
+    monkeypatch.setattr(inprocess, "PROGRESS_SECONDS", 0.05)
+    drawn, at_aggregate = [], {}
+    volume = artifacts_from_env()
+
+    def report_drawn() -> bool:
+        return any(key.endswith("report.html") for key in volume.list_keys("test-sweep"))
+
+    def on_aggregated(progress):
+        at_aggregate.update(metrics=store_from_env().get_job_metrics("test-sweep"), report=report_drawn(),
+                            done=progress.done)
+
+    progress = run_sweep(build_definitions(compute=SlowCompute()), sqlite_instance, SPEC,
+                         on_progress=lambda p: drawn.append(p.done), on_aggregated=on_aggregated)
+    assert (progress.done, progress.failed) == (8, 0)
+    # one batch of all 8 runs, yet the line moved while it ran: the watcher read the store
+    assert len(sqlite_instance.get_runs(dg.RunsFilter(job_name="sweep_batch_job"))) == 1
+    assert any(0 < done < 8 for done in drawn), drawn
+    assert drawn == sorted(drawn) and drawn[-1] == 8
+    # the numbers were handed over before the figures were drawn, and the figures followed
+    assert at_aggregate["metrics"]["n_pairs"] == 4 and at_aggregate["done"] == 8
+    assert at_aggregate["report"] is False and report_drawn()
 
 
 def test_a_partition_that_is_not_a_run_fails_with_one_line(sqlite_instance):
