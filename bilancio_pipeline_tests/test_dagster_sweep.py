@@ -30,12 +30,14 @@ RUN_ARTIFACTS = {"scenario.yaml", "out/events.jsonl", "out/balances.csv", "out/m
 
 
 class FlakyCompute(ComputeResource):
-    """The local pool, except that runs whose id contains `fail_marker` fail."""
+    """The local pool, except that runs whose id contains `fail_marker` fail, and each finished
+    run is handed on `pause_seconds` after the previous one."""
 
     fail_marker: str = "never"
+    pause_seconds: float = 0.0
 
     def open(self, executor=None):
-        inner, marker = LocalCompute(workers=2), self.fail_marker
+        inner, marker, pause = LocalCompute(workers=2), self.fail_marker, self.pause_seconds
 
         class Wrapped(LocalCompute):
             def run_batch(self, tasks, artifacts_root):
@@ -43,7 +45,9 @@ class FlakyCompute(ComputeResource):
                 for t in tasks:
                     if marker in t.run_id:
                         yield RunOutcome(run_id=t.run_id, ok=False, error="RuntimeError: injected failure")
-                yield from inner.run_batch(keep, artifacts_root)
+                for outcome in inner.run_batch(keep, artifacts_root):
+                    yield outcome
+                    time.sleep(pause)
 
         return Wrapped(workers=2)
 
@@ -231,21 +235,6 @@ def test_partitions_materialize_as_runs_finish_and_recompute_reruns_them(sqlite_
     assert len(instance.fetch_materializations(dg.AssetKey("run_metrics"), limit=100).records) == 12
 
 
-class SlowCompute(ComputeResource):
-    """The local pool, handing each finished run on 0.3 s after the previous one."""
-
-    def open(self, executor=None):
-        inner = LocalCompute(workers=2)
-
-        class Slow(LocalCompute):
-            def run_batch(self, tasks, artifacts_root):
-                for outcome in inner.run_batch(tasks, artifacts_root):
-                    yield outcome
-                    time.sleep(0.3)
-
-        return Slow(workers=2)
-
-
 def test_the_command_line_shows_progress_within_its_one_batch_and_job_metrics_before_the_report(
         sqlite_instance, monkeypatch):
     monkeypatch.setattr(assets, "FLUSH_SECONDS", 0.0)  # each run is stored as it ends
@@ -260,7 +249,7 @@ def test_the_command_line_shows_progress_within_its_one_batch_and_job_metrics_be
         at_aggregate.update(metrics=store_from_env().get_job_metrics("test-sweep"), report=report_drawn(),
                             done=progress.done)
 
-    progress = run_sweep(build_definitions(compute=SlowCompute()), sqlite_instance, SPEC,
+    progress = run_sweep(build_definitions(compute=FlakyCompute(pause_seconds=0.3)), sqlite_instance, SPEC,
                          on_progress=lambda p: drawn.append(p.done), on_aggregated=on_aggregated)
     assert (progress.done, progress.failed) == (8, 0)
     # one batch of all 8 runs, yet the line moved while it ran: the watcher read the store

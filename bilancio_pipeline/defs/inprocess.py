@@ -135,16 +135,20 @@ def _aggregate(defs: dg.Definitions, instance: dg.DagsterInstance, store, tags: 
                on_aggregated) -> None:
     """job_metrics, then the report, as two runs of job_metrics_job: the numbers are shown
     without waiting for the figures (the report imports a plotting library, about a second)."""
-    job_id, job = progress.job_id, defs.resolve_job_def("job_metrics_job")
-    for asset, what in (("job_metrics", "job_metrics"), ("sweep_report", "the report")):
-        result = job.execute_in_process(run_config=QUIET, instance=instance, partition_key=job_id, tags=tags,
-                                        asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
-        if not result.success:
-            raise SweepFailed(f"{what} of {job_id} failed: {failure_message(result)}")
-        if asset == "job_metrics":
-            progress.counts = store.run_counts(job_id)
-            if on_aggregated:
-                on_aggregated(progress)
+    _materialize(defs, instance, tags, progress.job_id, "job_metrics", "job_metrics")
+    progress.counts = store.run_counts(progress.job_id)
+    if on_aggregated:
+        on_aggregated(progress)
+    _materialize(defs, instance, tags, progress.job_id, "sweep_report", "the report")
+
+
+def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, tags: dict, job_id: str, asset: str,
+                 what: str) -> None:
+    result = defs.resolve_job_def("job_metrics_job").execute_in_process(
+        run_config=QUIET, instance=instance, partition_key=job_id, tags=tags, asset_selection=[dg.AssetKey(asset)],
+        raise_on_error=False)
+    if not result.success:
+        raise SweepFailed(f"{what} of {job_id} failed: {failure_message(result)}")
 
 
 @contextmanager
